@@ -1,0 +1,86 @@
+"""Headless use: ``python -m toolkit`` / ``ascend-memlab``. Same API and same one-line errors as the magics.
+
+    ascend-memlab conf check "expandable_segments:True,page_size:1g" --platform npu
+    ascend-memlab conf show                      # what a process started now would run with
+    ascend-memlab conf policy --vllm-ascend 0.14.0rc1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from toolkit.errors import ToolkitError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_conf_check(args: argparse.Namespace) -> int:
+    from toolkit.session import Session
+
+    print(Session({}, platform=args.platform).check_conf(args.conf, version=args.version))
+    return 0
+
+
+def _cmd_conf_show(args: argparse.Namespace) -> int:
+    from toolkit.session import Session
+
+    session = Session(platform=args.platform)
+    session.target(version=args.version)
+    print(session.status())
+    return 0
+
+
+def _cmd_conf_policy(args: argparse.Namespace) -> int:
+    from toolkit.session import Session
+
+    view = Session(platform="npu").policy(args.vllm_ascend, sleep_mode=args.sleep_mode, rl_enabled=args.rl)
+    print(view)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ascend-memlab", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conf = sub.add_parser("conf", help="check allocator conf strings and what vllm-ascend does to them")
+    conf_sub = conf.add_subparsers(dest="conf_command", required=True)
+    check = conf_sub.add_parser("check", help="validate a conf string for a platform and version")
+    check.add_argument("conf")
+    show = conf_sub.add_parser("show", help="the conf a process started now would run with")
+    for p in (check, show):
+        p.add_argument("--platform", choices=("npu", "cuda"), default="npu")
+        p.add_argument("--version", default=None, help="torch_npu / torch version (default: newest)")
+    check.set_defaults(handler=_cmd_conf_check)
+    show.set_defaults(handler=_cmd_conf_show)
+    pol = conf_sub.add_parser("policy", help="what vllm-ascend does to PYTORCH_NPU_ALLOC_CONF")
+    pol.add_argument("--vllm-ascend", default=None, metavar="VERSION", help="e.g. 0.14.0rc1 (default: main)")
+    pol.add_argument("--sleep-mode", action="store_true")
+    pol.add_argument("--rl", action="store_true", help="additional_config.rl_config.enabled")
+    pol.set_defaults(handler=_cmd_conf_policy)
+
+    _add_later_commands(sub)
+    return parser
+
+
+def _add_later_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands that need the simulator and the workload model (registered in ``toolkit.cli_runs``)."""
+    try:
+        from toolkit.cli_runs import add_commands
+    except ImportError:  # pragma: no cover - only while those modules are absent
+        return
+    add_commands(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ToolkitError, ValueError, OSError) as err:
+        print(f"ascend-memlab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ascend-memlab: interrupted (results written so far are kept)", file=sys.stderr)
+        return 130

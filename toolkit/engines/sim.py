@@ -1,0 +1,540 @@
+"""``SimEngine``: the ``sim`` backend -- a vLLM multi-modal engine's memory behaviour on a simulated device.
+
+Every result is simulated and says so (``Run.simulated``, ``backend="sim"``, ``RequestResult.simulated``);
+no text is produced (``text=None``): the engine computes token counts and device memory, never model
+output.
+
+What one engine does, per rank (vLLM V1 worker, ``enforce_eager``; sources in ``toolkit.workload``):
+
+1. ``init_device``: the device starts with the runtime context (``SimDevice.context_bytes``); vLLM's
+   first ``MemorySnapshot`` is taken here. Then the collective communicator's buffers (HCCL/NCCL,
+   outside the caching allocator) when ``tensor_parallel_size > 1``.
+2. The model runner's persistent buffers, then the weights (``model_memory_usage`` = allocated delta).
+3. ``determine_available_memory``: ``empty_cache``, ``reset_peak_memory_stats``, the profiling program,
+   ``empty_cache``; the KV cache is sized with vllm-ascend's formula (``toolkit.workload.budget``) and
+   allocated. On NPU, memory vllm-ascend takes after profiling outside any budget (the ATB tiling buffer
+   pool, vllm-ascend issue #14300) is added as non-torch memory.
+4. Requests, one at a time: the scheduler's encoder-cache bookkeeping frees evicted image embeddings;
+   the encoder runs (its output stays in the encoder cache); chunked prefill; decode steps.
+
+Tensor-parallel ranks run the same program on identical devices (the model is sharded symmetrically),
+so the engine simulates one device and reports its sample for every rank.
+
+Decode steps are identical programs. The engine replays them until the allocator's current statistics
+repeat from one step to the next (the step no longer changes the allocator state) and counts the
+remaining steps without replaying them; ``decode_steady_state=False`` replays every step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from toolkit.errors import ToolkitError
+from toolkit.records import MemorySample, Run, RunStatus, RunWriter
+from toolkit.units import MiB
+from toolkit.workload.budget import DeviceSnapshot, KvBudget, kv_budget
+from toolkit.workload.encoder_cache import EncoderCacheBook
+from toolkit.workload.engine_args import EngineArgs
+from toolkit.workload.images import ImageGrid, image_grid, largest_image_grid
+from toolkit.workload.presets import load_preset
+from toolkit.workload.program import (
+    OP_ALLOC,
+    OP_FREE,
+    Program,
+    WorkspacePolicy,
+    decode_program,
+    encoder_program,
+    kv_cache_program,
+    kv_page_bytes,
+    prefill_chunks,
+    prefill_program,
+    profile_program,
+    runner_buffers_program,
+    weights_program,
+)
+from toolkit.workload.prompt import IMAGE_PAD, chat_prompt, estimate_text_tokens, prompt_tokens
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image
+
+    from toolkit.sim.device import SimDevice
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")  # the seed script's list
+# HCCL_BUFFSIZE default (Ascend HCCL environment variables: 200 MB per communication domain); one TP domain.
+HCCL_BUFFER_BYTES = 200 * MiB
+# vllm-ascend issue #14300: the ATB TilingBufferPool (~98 MiB per rank) is allocated after memory
+# profiling and not accounted for.
+ATB_TILING_POOL_BYTES = 98 * MiB
+
+OutputTokens = Literal["max", "uniform"] | int
+
+
+class EngineError(ToolkitError, RuntimeError):
+    """The simulated engine cannot do what was asked (it died of an OOM, bad input, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """One request: what went in, how many tokens, and device memory per rank. Always simulated."""
+
+    request_index: int
+    request_id: str
+    status: Literal["ok", "oom", "error"]
+    message: str | None
+    input_name: str | None
+    image_width_px: int | None
+    image_height_px: int | None
+    resized_width_px: int | None
+    resized_height_px: int | None
+    visual_tokens: int
+    prompt_tokens: int
+    output_tokens: int
+    samples: tuple[MemorySample, ...]
+    text: None = None  # the simulator never produces model text
+    simulated: bool = True
+
+    def __repr__(self) -> str:
+        s = self.samples[0] if self.samples else None
+        mem = f", reserved={s.reserved_bytes}, non_torch={s.non_torch_bytes}" if s else ""
+        return (f"RequestResult[simulated](#{self.request_index} {self.status}, {self.prompt_tokens} prompt + "
+                f"{self.output_tokens} output tokens{mem})")
+
+
+class _MemoryWriter:
+    """RunWriter's interface without a file (a run nobody asked to keep on disk)."""
+
+    def __init__(self, header: Run) -> None:
+        self._header = header
+        self._samples: list[MemorySample] = []
+        self._run: Run | None = None
+
+    def append(self, *samples: MemorySample) -> None:
+        self._samples.extend(samples)
+
+    @property
+    def run(self) -> Run:
+        return self._run or self._header.with_samples(self._samples)
+
+    def finish(self, status: RunStatus = "ok", message: str | None = None) -> Run:
+        from dataclasses import replace
+
+        if self._run is None:
+            self._run = replace(self._header.with_samples(self._samples), status=status, message=message,
+                                finished_at_ns=time.time_ns())
+        return self._run
+
+
+def _load_image(image: Any) -> tuple[str | None, int, int, str]:
+    """(name, width, height, cache key) of a path or PIL image; only the header of a file is read."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise EngineError(f"no image file at {path}")
+        from PIL import Image as PILImage, UnidentifiedImageError
+
+        try:
+            with PILImage.open(path) as im:
+                width, height = im.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise EngineError(f"{path} is not an image Pillow can read: {exc}") from None
+        st = path.stat()
+        key = f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        return path.name, width, height, key
+    size = getattr(image, "size", None)
+    if size is None or not hasattr(image, "mode"):
+        raise EngineError(f"image must be a PIL.Image or a path, got {type(image).__name__}")
+    width, height = size
+    # vLLM hashes the pixels (mm_hash); hashing a small thumbnail keeps this cheap and still tells
+    # different pictures apart
+    thumb = image.copy()
+    thumb.thumbnail((64, 64))
+    digest = hashlib.blake2b(thumb.tobytes(), digest_size=16).hexdigest()
+    return getattr(image, "filename", None) or None, width, height, f"pil:{width}x{height}:{digest}"
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files of a folder (the seed script's extensions, either case), sorted by name."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise EngineError(f"{p} is not a folder")
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise EngineError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
+    return files
+
+
+class SimEngine:
+    """The ``sim`` backend of ``%ascend_llm`` (interface shared with the real engines).
+
+    Example::
+
+        eng = SimEngine(conf="expandable_segments:True", tensor_parallel_size=2, max_model_len=65536,
+                        max_num_batched_tokens=32768, gpu_memory_utilization=0.95)
+        run = eng.run_images("photos/", max_tokens=1024)     # one MemorySample per request and rank
+        run.to_frame()[["request_index", "reserved_bytes", "non_torch_bytes"]]
+
+    Args:
+        model: hub id with a preset (``toolkit.workload.presets.list_presets()``).
+        conf: allocator conf string as the user gives it (None: unset).
+        platform: ``"npu"`` (torch_npu allocator + workspace allocator) or ``"cuda"``.
+        vllm_ascend_version: apply that vllm-ascend's rewrite of ``PYTORCH_NPU_ALLOC_CONF``
+            (``toolkit.policy.upstream_policy``; e.g. ``"0.14.0rc1"`` appends ``expandable_segments:True``);
+            None: the allocator gets ``conf`` exactly (a vLLM release without the default).
+        memory_fraction: call ``set_per_process_memory_fraction`` in the worker (vLLM never does;
+            ``garbage_collection_threshold`` only acts when a fraction is set).
+        device_capacity_bytes: per-device memory (default: the simulator's, 64 GiB on NPU).
+        context_bytes: runtime memory outside the allocators (default: the simulator's).
+        output_tokens: ``"max"`` (every request generates ``max_tokens``: the worst case, deterministic),
+            ``"uniform"`` (seeded uniform draw in ``[1, max_tokens]`` per request), or a fixed int.
+        run_dir: where ``run_images`` writes run files (``<name>.jsonl``); None: runs stay in memory
+            unless ``run_images(run_path=...)`` is given.
+        workspace: NPU workspace sizes per operator call (uncalibrated: zero by default).
+    """
+
+    backend = "sim"
+
+    def __init__(
+        self,
+        model: str = "Qwen/Qwen3-VL-8B-Instruct",
+        conf: str | None = None,
+        platform: str = "npu",
+        *,
+        tensor_parallel_size: int = 1,
+        max_model_len: int = 32768,
+        max_num_seqs: int = 8,
+        max_num_batched_tokens: int = 8192,
+        gpu_memory_utilization: float = 0.9,
+        dtype: str = "auto",
+        block_size: int | None = None,
+        device_capacity_bytes: int | None = None,
+        context_bytes: int | None = None,
+        torch_version: str | None = None,
+        vllm_ascend_version: str | None = None,
+        memory_fraction: float | None = None,
+        output_tokens: OutputTokens = "max",
+        seed: int = 0,
+        workspace: WorkspacePolicy | None = None,
+        hccl_buffer_bytes: int | None = None,
+        post_profile_non_torch_bytes: int | None = None,
+        decode_steady_state: bool = True,
+        run_dir: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        from toolkit.sim.device import SimDevice  # deferred: the simulator is only needed here
+
+        self.preset = load_preset(model)
+        self.model = self.preset.model
+        self.platform = platform
+        self.engine_args = EngineArgs(
+            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype, block_size=block_size)
+        self.args = self.engine_args.resolved(self.preset, platform)
+        if output_tokens not in ("max", "uniform") and not (isinstance(output_tokens, int) and output_tokens > 0):
+            raise EngineError(f"output_tokens must be 'max', 'uniform' or a positive int, got {output_tokens!r}")
+        self.output_tokens_policy = output_tokens
+        self.seed = seed
+        self.conf = conf
+        self.effective_conf = self._effective_conf(conf, platform, vllm_ascend_version)
+        self.memory_fraction = memory_fraction
+        self.workspace_policy = workspace or WorkspacePolicy()
+        self.decode_steady_state = decode_steady_state
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.name = name or f"sim-{self.preset.name}-{self.effective_conf or 'default'}"
+        tp = tensor_parallel_size
+        self.hccl_buffer_bytes = (HCCL_BUFFER_BYTES if tp > 1 else 0) if hccl_buffer_bytes is None \
+            else hccl_buffer_bytes
+        self.post_profile_non_torch_bytes = (ATB_TILING_POOL_BYTES if platform == "npu" else 0) \
+            if post_profile_non_torch_bytes is None else post_profile_non_torch_bytes
+
+        self.device: SimDevice = SimDevice(platform, self.effective_conf, capacity_bytes=device_capacity_bytes,
+                                           torch_version=torch_version, context_bytes=context_bytes)
+        if memory_fraction is not None:
+            self.device.set_per_process_memory_fraction(memory_fraction)
+        self.capacity_bytes = self.device.capacity_bytes
+        self._programs: dict[tuple[Any, ...], Program] = {}
+        self._decode = decode_program(self.preset, self.args, 1, self.workspace_policy)
+        self._encoder_cache_addr: dict[str, int] = {}
+        self._next_index = 0
+        self._dead: str | None = None
+        self.startup_log: list[str] = []
+        self.budget: KvBudget = self._start()
+
+    # -- conf ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _effective_conf(conf: str | None, platform: str, vllm_ascend_version: str | None) -> str:
+        if platform != "npu" or vllm_ascend_version is None:
+            return conf or ""
+        from toolkit.policy import NPU_VAR, upstream_policy
+
+        environ = {} if conf is None else {NPU_VAR: conf}
+        return upstream_policy(environ, vllm_ascend_version).after.get(NPU_VAR, "")
+
+    # -- program execution -------------------------------------------------------------------------------
+    def _run(self, program: Program) -> list[int]:
+        """Replay a program on the device; returns the slot -> address table (kept slots stay live)."""
+        dev = self.device
+        malloc, free, workspace = dev.malloc, dev.free, dev.workspace
+        addrs = [0] * program.n_slots
+        for op, slot, n in program.ops:
+            if op == OP_ALLOC:
+                addrs[slot] = malloc(n)
+            elif op == OP_FREE:
+                free(addrs[slot])
+            else:
+                workspace(n)
+        return addrs
+
+    def _program(self, key: tuple[Any, ...], build: Any) -> Program:
+        prog = self._programs.get(key)
+        if prog is None:
+            prog = self._programs[key] = build()
+        return prog
+
+    def _snapshot(self) -> DeviceSnapshot:
+        dev = self.device
+        free, total = dev.mem_get_info()
+        return DeviceSnapshot(total_bytes=total, free_bytes=free, reserved_bytes=dev.memory_reserved(),
+                              allocated_bytes=dev.memory_allocated(),
+                              allocated_peak_bytes=dev.max_memory_allocated())
+
+    def _add_non_torch(self, nbytes: int, what: str) -> None:
+        dev = self.device
+        if dev.device_used_bytes + nbytes > dev.capacity_bytes:
+            raise EngineError(f"simulated engine start failed: no room for {what} ({nbytes} bytes)")
+        dev.external_bytes += nbytes
+
+    # -- startup ---------------------------------------------------------------------------------------
+    def _start(self) -> KvBudget:
+        from toolkit.sim.oom import SimOutOfMemoryError
+
+        p, r, dev = self.preset, self.args, self.device
+        init = self._snapshot()
+        if init.free_bytes < init.total_bytes * r.args.gpu_memory_utilization:
+            raise EngineError(
+                f"Free memory on device ({init.free_bytes / 2**30:.2f}/{init.total_bytes / 2**30:.2f} GiB) on "
+                f"startup is less than desired GPU memory utilization ({r.args.gpu_memory_utilization}). "
+                "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
+        try:
+            if self.hccl_buffer_bytes:
+                self._add_non_torch(self.hccl_buffer_bytes, "the communicator buffers")
+            self._run(runner_buffers_program(p, r))
+            before_load = dev.memory_allocated()
+            self._run(weights_program(p, r))
+            weights = dev.memory_allocated() - before_load
+            # memory_profiling(): gc.collect(); empty_cache(); reset_peak_memory_stats(); measure
+            dev.empty_cache()
+            dev.reset_peak_memory_stats()
+            before = self._snapshot()
+            big = largest_image_grid(p.processor)
+            budget_embeds = max(r.args.max_num_batched_tokens, big.visual_tokens)
+            n_items = max(1, budget_embeds // big.visual_tokens)
+            self._run(profile_program(p, r, [big] * n_items, self.workspace_policy))
+            peak = dev.max_memory_allocated()
+            dev.empty_cache()
+            after = self._snapshot()
+        except SimOutOfMemoryError as exc:
+            raise EngineError(f"simulated engine start failed (out of memory while loading or profiling): "
+                              f"{exc}") from None
+        budget = kv_budget(init=init, before_profile=before, profile_peak_allocated_bytes=peak,
+                           after_profile=after, weights_bytes=weights,
+                           gpu_memory_utilization=r.args.gpu_memory_utilization,
+                           page_bytes=kv_page_bytes(p, r), num_layers=p.text.num_hidden_layers,
+                           block_size=r.block_size, max_model_len=r.args.max_model_len)
+        try:
+            self._run(kv_cache_program(p, r, budget.num_blocks))
+        except SimOutOfMemoryError as exc:
+            raise EngineError(f"simulated engine start failed allocating the KV cache: {exc}") from None
+        if self.post_profile_non_torch_bytes:
+            self._add_non_torch(self.post_profile_non_torch_bytes, "memory allocated after profiling")
+        self.encoder_book = EncoderCacheBook(budget_embeds)
+        self.startup_log.append(budget.summary())
+        return budget
+
+    # -- requests ----------------------------------------------------------------------------------------
+    def _output_tokens(self, index: int, max_tokens: int, prompt_len: int) -> int:
+        limit = max(1, min(max_tokens, self.args.args.max_model_len - prompt_len))
+        policy = self.output_tokens_policy
+        if policy == "max":
+            return limit
+        if policy == "uniform":
+            return random.Random(f"{self.seed}:{index}").randint(1, limit)
+        return min(int(policy), limit)
+
+    def _sample(self, index: int, request_id: str, started: int, info: dict[str, Any], status: str,
+                message: str | None) -> tuple[MemorySample, ...]:
+        dev = self.device
+        stats = dev.memory_stats()
+        free, total = dev.mem_get_info()
+        used = total - free
+        reserved = dev.memory_reserved()
+        base = MemorySample(
+            request_index=index, request_id=request_id, rank=0, started_at_ns=started,
+            duration_ns=time.time_ns() - started, **info,
+            allocated_bytes=dev.memory_allocated(), allocated_peak_bytes=dev.max_memory_allocated(),
+            reserved_bytes=reserved, reserved_peak_bytes=dev.max_memory_reserved(),
+            active_bytes=stats["active_bytes.all.current"],
+            inactive_split_bytes=stats["inactive_split_bytes.all.current"],
+            device_used_bytes=used, device_total_bytes=total, non_torch_bytes=used - reserved,
+            segment_count=stats["segment.all.current"], alloc_retries=stats["num_alloc_retries"],
+            num_ooms=stats["num_ooms"], status=status, message=message)  # type: ignore[arg-type]
+        from dataclasses import replace
+
+        return tuple(replace(base, rank=rank) for rank in range(self.args.tp))
+
+    def _decode_steps(self, steps: int) -> None:
+        if steps <= 0:
+            return
+        dev = self.device
+        prev: tuple[int, ...] | None = None
+        for _ in range(steps):
+            self._run(self._decode)
+            if not self.decode_steady_state:
+                continue
+            stats = dev.memory_stats()
+            now = tuple(v for k, v in stats.items() if k.endswith(".current")) + (
+                stats["num_alloc_retries"], stats["num_ooms"], dev.workspace_bytes if self.platform == "npu" else 0)
+            if now == prev:
+                return  # the step leaves the allocator as it found it: the remaining steps are the same
+            prev = now
+
+    def generate(self, prompt: str | None = None, image: Image | str | os.PathLike[str] | None = None, *,
+                 max_tokens: int = 1024, prompt_tokens_count: int | None = None,
+                 request_id: str | None = None) -> RequestResult:
+        """Serve one request (simulated): returns token counts and per-rank memory, never text.
+
+        ``prompt`` defaults to the seed script's chat prompt (with one image placeholder when an image is
+        given); ``prompt_tokens_count`` overrides the estimated prompt length.
+        """
+        from toolkit.sim.oom import SimOutOfMemoryError
+
+        if self._dead is not None:
+            raise EngineError(f"the simulated engine is dead ({self._dead}); create a new SimEngine")
+        if max_tokens < 1:
+            raise EngineError(f"max_tokens must be >= 1, got {max_tokens}")
+        p, r = self.preset, self.args
+        started = time.time_ns()
+        grid: ImageGrid | None = None
+        name = key = None
+        if image is not None:
+            name, width, height, key = _load_image(image)
+            try:
+                grid = image_grid(width, height, p.processor)
+            except ValueError as exc:
+                raise EngineError(f"{name or 'image'}: {exc}") from None
+        if prompt is None:
+            prompt = chat_prompt() if grid is not None else "Hello"
+        visual = grid.visual_tokens if grid else 0
+        try:
+            n_prompt = prompt_tokens_count or prompt_tokens(prompt, visual)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        if n_prompt >= r.args.max_model_len:
+            raise EngineError(f"prompt of {n_prompt} tokens does not fit max_model_len {r.args.max_model_len}")
+        index = self._next_index
+        self._next_index += 1
+        request_id = request_id or f"sim-{index}"
+        n_out = self._output_tokens(index, max_tokens, n_prompt)
+        info = dict(input_name=name, image_width_px=grid.width_px if grid else None,
+                    image_height_px=grid.height_px if grid else None,
+                    resized_width_px=grid.resized_width_px if grid else None,
+                    resized_height_px=grid.resized_height_px if grid else None,
+                    visual_tokens=visual, prompt_tokens=n_prompt, output_tokens=n_out)
+        self.device.reset_peak_memory_stats()
+        status, message = "ok", None
+        try:
+            if grid is not None and key is not None:
+                self._encode(key, grid)
+            prefix = estimate_text_tokens(prompt.split(IMAGE_PAD)[0]) if grid else 0
+            start = 0
+            for chunk in prefill_chunks(n_prompt, r.args.max_num_batched_tokens):
+                vis = max(0, min(start + chunk, prefix + visual) - max(start, prefix)) if grid else 0
+                prog = self._program(("prefill", chunk, vis),
+                                     lambda c=chunk, v=vis: prefill_program(p, r, c, v, self.workspace_policy))
+                self._run(prog)
+                start += chunk
+            self._decode_steps(n_out - 1)
+            if key is not None:
+                self.encoder_book.release(key)
+        except SimOutOfMemoryError as exc:
+            status, message = "oom", str(exc)
+            self._dead = f"out of memory at request {index}"
+        samples = self._sample(index, request_id, started, info, status, message)
+        return RequestResult(request_index=index, request_id=request_id, status=status, message=message,
+                             samples=samples, **info)  # type: ignore[arg-type]
+
+    def _encode(self, key: str, grid: ImageGrid) -> None:
+        evicted = self.encoder_book.admit(key, grid.visual_tokens)
+        if evicted is None:  # cannot happen: the cache holds at least the largest item
+            raise EngineError(f"image of {grid.visual_tokens} tokens does not fit the encoder cache")
+        for old in evicted:
+            self.device.free(self._encoder_cache_addr.pop(old))
+        if key in self._encoder_cache_addr:
+            return  # cache hit: vLLM does not run the encoder again
+        prog = self._program(("encoder", grid.resized_key),
+                             lambda: encoder_program(self.preset, self.args, [grid], self.workspace_policy))
+        addrs = self._run(prog)
+        self._encoder_cache_addr[key] = addrs[prog.kept_label("encoder_output")]
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def header(self, name: str | None = None) -> Run:
+        """The ``Run`` header describing this engine (no samples)."""
+        args = self.engine_args.to_dict()
+        args.update(output_tokens=self.output_tokens_policy, seed=self.seed,
+                    memory_fraction=self.memory_fraction, kv_cache_blocks=self.budget.num_blocks,
+                    kv_cache_bytes=self.budget.kv_cache_bytes, block_size=self.args.block_size)
+        return Run(name=name or self.name, backend="sim", platform=self.platform, model=self.model,
+                   conf=self.conf, effective_conf=self.effective_conf, device_capacity_bytes=self.capacity_bytes,
+                   simulated=True, engine_args=args, started_at_ns=time.time_ns())
+
+    def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
+                   max_tokens: int = 1024, progress: bool = True, run_path: str | os.PathLike[str] | None = None,
+                   name: str | None = None) -> Run:
+        """Send the images one by one (like the seed script); one ``MemorySample`` per request and rank.
+
+        ``images``: a folder (its image files, sorted by name) or a list of paths / PIL images. An OOM
+        ends the run with ``status="oom"`` at that request, every earlier sample kept (on disk too when a
+        run file is written: ``run_path``, or ``run_dir`` given to the engine).
+        """
+        items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
+        header = self.header(name)
+        path = Path(run_path) if run_path is not None else (
+            self.run_dir / f"{header.name}-{header.started_at_ns}.jsonl" if self.run_dir is not None else None)
+        writer: RunWriter | _MemoryWriter = RunWriter(path, header) if path is not None else _MemoryWriter(header)
+        status: RunStatus = "ok"
+        message = None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), desc=f"{self.effective_conf or 'default'} [simulated]", unit="req")
+        try:
+            for item in items:
+                result = self.generate(prompt, item, max_tokens=max_tokens)
+                writer.append(*result.samples)
+                if bar is not None:
+                    bar.update(1)
+                if result.status == "oom":
+                    status, message = "oom", f"out of memory at request {result.request_index}: {result.message}"
+                    break
+        except KeyboardInterrupt:
+            writer.finish("interrupted", "interrupted by the user")
+            raise
+        except Exception as exc:
+            writer.finish("error", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return writer.finish(status, message)
+
+    def __repr__(self) -> str:
+        return (f"SimEngine[simulated]({self.model}, platform={self.platform}, conf={self.effective_conf!r}, "
+                f"tp={self.args.tp}, kv_blocks={self.budget.num_blocks})")

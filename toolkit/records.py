@@ -1,0 +1,335 @@
+"""The record every path shares: a ``Run`` of ``MemorySample``s, appended to disk as samples arrive.
+
+A real NPU run, a CPU vLLM run, a simulated run and a replay all produce this, so every plot and
+comparison works on all of them (architecture document, "one record type"). Pure: stdlib only at import
+(pandas is imported inside ``Run.to_frame``).
+
+On disk a run is JSON Lines, written by ``RunWriter``::
+
+    {"kind": "run", "schema_version": 1, "name": ..., "backend": "sim", ...}     header, first line
+    {"kind": "sample", "request_index": 0, "rank": 0, "reserved_bytes": ..., ...}  one per request and rank
+    {"kind": "end", "status": "oom", "finished_at_ns": ..., "message": ...}       only when the run ended
+
+Each line is written with one ``write``, then flushed and ``fsync``'d, so a process killed at any point
+(SIGKILL included) leaves every earlier sample on disk; ``load_run`` tolerates a truncated last line and
+reports a run without an end line as ``status="interrupted"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+SCHEMA_VERSION = 1
+
+SampleStatus = Literal["ok", "oom", "error"]
+RunStatus = Literal["running", "ok", "oom", "error", "interrupted"]
+SAMPLE_STATUSES: tuple[str, ...] = ("ok", "oom", "error")
+RUN_STATUSES: tuple[str, ...] = ("running", "ok", "oom", "error", "interrupted")
+
+
+class RecordError(ToolkitError, ValueError):
+    """A run file or a record is malformed (says which file, which line and what is wrong)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySample:
+    """Device memory of one rank after one request (plain ints; bytes are ``*_bytes``).
+
+    The byte fields follow torch's ``memory_stats()`` and vLLM's decomposition (allocator-spec §4, §6):
+    ``allocated`` = ``allocated_bytes.all.current``; ``allocated_peak`` = the peak of it *during this
+    request* (peak stats are reset before each request); ``reserved`` = ``reserved_bytes.all.current``;
+    ``active`` = ``active_bytes.all.current``; ``inactive_split`` = ``inactive_split_bytes.all.current``
+    (free pieces of segments that still hold live blocks: the fragmentation that cannot be returned);
+    ``device_used`` = total − free from ``mem_get_info``; ``non_torch`` = device_used − reserved (vLLM's
+    definition: everything allocated outside the caching allocator).
+    """
+
+    request_index: int
+    request_id: str
+    rank: int
+    started_at_ns: int  # wall clock (time.time_ns) when the request started
+    duration_ns: int  # wall time the request took (for a simulated run: the simulation's time)
+    # input description
+    input_name: str | None = None  # e.g. the photo's file name
+    image_width_px: int | None = None  # before resizing
+    image_height_px: int | None = None
+    resized_width_px: int | None = None  # after the processor's smart_resize
+    resized_height_px: int | None = None
+    visual_tokens: int = 0
+    prompt_tokens: int = 0  # whole prompt, visual tokens included
+    output_tokens: int = 0
+    # memory
+    allocated_bytes: int = 0
+    allocated_peak_bytes: int = 0
+    reserved_bytes: int = 0
+    reserved_peak_bytes: int = 0
+    active_bytes: int = 0
+    inactive_split_bytes: int = 0
+    device_used_bytes: int = 0
+    device_total_bytes: int = 0
+    non_torch_bytes: int = 0
+    segment_count: int = 0
+    alloc_retries: int = 0  # cumulative num_alloc_retries
+    num_ooms: int = 0  # cumulative num_ooms
+    status: SampleStatus = "ok"
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in SAMPLE_STATUSES:
+            raise RecordError(f"sample status must be one of {SAMPLE_STATUSES}, got {self.status!r}")
+        for f in fields(self):
+            if f.name.endswith("_bytes"):
+                value = getattr(self, f.name)
+                if type(value) is not int:  # bool is not a byte count either
+                    raise RecordError(f"{f.name} must be an int number of bytes, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MemorySample:
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:  # a missing required field
+            raise RecordError(f"not a MemorySample: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One engine run: what ran (backend, platform, conf, model, engine args) and its samples.
+
+    ``conf`` is the allocator conf string as the user gave it (None: not set); ``effective_conf`` is what
+    the allocator really got (after e.g. vllm-ascend appended ``expandable_segments:True``).
+    ``simulated`` is True for the ``sim`` backend and replays, so every view can say so.
+    """
+
+    name: str
+    backend: str  # "sim" | "cpu" | "cuda" | "npu" | "replay"
+    platform: str  # "npu" | "cuda" | "cpu"
+    model: str
+    conf: str | None
+    effective_conf: str
+    device_capacity_bytes: int
+    simulated: bool
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    status: RunStatus = "running"
+    message: str | None = None
+    started_at_ns: int = 0
+    finished_at_ns: int | None = None
+    schema_version: int = SCHEMA_VERSION
+    samples: tuple[MemorySample, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in RUN_STATUSES:
+            raise RecordError(f"run status must be one of {RUN_STATUSES}, got {self.status!r}")
+        if type(self.device_capacity_bytes) is not int:
+            raise RecordError(f"device_capacity_bytes must be an int, got {self.device_capacity_bytes!r}")
+
+    # -- views ---------------------------------------------------------------------------------------
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(sorted({s.rank for s in self.samples}))
+
+    @property
+    def requests_served(self) -> int:
+        """Requests whose samples are all ``ok`` (per request index, over ranks)."""
+        bad = {s.request_index for s in self.samples if s.status != "ok"}
+        return len({s.request_index for s in self.samples} - bad)
+
+    def samples_of_rank(self, rank: int) -> tuple[MemorySample, ...]:
+        return tuple(s for s in self.samples if s.rank == rank)
+
+    def header_dict(self) -> dict[str, Any]:
+        """Everything but the samples, as plain JSON-able data."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "samples"}
+        d["engine_args"] = dict(self.engine_args)
+        return d
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (request, rank), one column per ``MemorySample`` field.
+
+        The run's header is in ``frame.attrs["run"]`` (``simulated`` included, for labels).
+        """
+        import pandas as pd  # deferred: keep ``import toolkit.records`` cheap
+
+        columns = [f.name for f in fields(MemorySample)]
+        frame = pd.DataFrame([s.to_dict() for s in self.samples], columns=columns)
+        frame.attrs["run"] = self.header_dict()
+        return frame
+
+    def with_samples(self, samples: Sequence[MemorySample]) -> Run:
+        return replace(self, samples=tuple(samples))
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def _dumps(obj: Mapping[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+class RunWriter:
+    """Append-only writer of one run file; a context manager.
+
+    ``with RunWriter(path, header) as w: w.append(sample) ...``. Every ``append`` writes whole lines,
+    then flushes and fsyncs, so an interrupted run keeps every sample written before. Leaving the block
+    writes the end line: the status given to ``finish`` (default ``ok``), ``interrupted`` on
+    KeyboardInterrupt, ``error`` (with the exception's message) on any other exception.
+
+    Args:
+        path: the ``.jsonl`` file to create (its folder is created; an existing file is an error
+            unless ``overwrite``).
+        header: the ``Run`` (its samples and status are ignored: the file starts "running").
+        fsync: fsync after every append (default True; only a benchmark of the writer turns it off).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: Run, *, overwrite: bool = False,
+                 fsync: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise RecordError(f"{self.path} exists: choose a new run path or pass overwrite=True")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        started = header.started_at_ns or time.time_ns()
+        self._header = replace(header, status="running", message=None, started_at_ns=started,
+                               finished_at_ns=None, samples=())
+        self._samples: list[MemorySample] = []
+        self._fsync = fsync
+        self._finished: Run | None = None
+        self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+        self._write_lines([{"kind": "run", **self._header.header_dict()}])
+
+    def _write_lines(self, records: Iterable[Mapping[str, Any]]) -> None:
+        text = "".join(_dumps(r) + "\n" for r in records)
+        self._fh.write(text)
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+
+    def append(self, *samples: MemorySample) -> None:
+        """Append samples (e.g. one per rank of the same request) in one durable write."""
+        if self._finished is not None:
+            raise RecordError(f"{self.path}: run already finished, cannot append")
+        for s in samples:
+            if not isinstance(s, MemorySample):
+                raise RecordError(f"append takes MemorySample objects, got {type(s).__name__}")
+        self._write_lines({"kind": "sample", **s.to_dict()} for s in samples)
+        self._samples.extend(samples)
+
+    @property
+    def run(self) -> Run:
+        """The run so far (or as finished)."""
+        if self._finished is not None:
+            return self._finished
+        return self._header.with_samples(self._samples)
+
+    def finish(self, status: RunStatus = "ok", message: str | None = None) -> Run:
+        """Write the end line and close the file; returns the finished ``Run``. Idempotent."""
+        if self._finished is not None:
+            return self._finished
+        if status not in RUN_STATUSES or status == "running":
+            raise RecordError(f"finish status must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        finished_at = time.time_ns()
+        try:
+            self._write_lines([{"kind": "end", "status": status, "message": message,
+                                "finished_at_ns": finished_at}])
+        finally:
+            self._fh.close()
+        self._finished = replace(self._header, status=status, message=message, finished_at_ns=finished_at,
+                                 samples=tuple(self._samples))
+        return self._finished
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._finished is not None:
+            return
+        if exc_type is None:
+            self.finish("ok")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("interrupted", "interrupted by the user")
+        else:
+            self.finish("error", f"{exc_type.__name__}: {exc}")
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"{where}: schema_version {version!r} is not supported (this toolkit reads "
+                          f"{SCHEMA_VERSION}); upgrade ascend-memlab")
+    known = {f.name for f in fields(Run)} - {"samples"}
+    try:
+        return Run(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise RecordError(f"{where}: not a run header: {exc}") from None
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read a run file written by ``RunWriter`` (never executes code: plain JSON).
+
+    A truncated last line (the writer was killed mid-write) is dropped; a run without its end line is
+    returned with ``status="interrupted"`` and every complete sample.
+
+    Raises:
+        RecordError: not a run file, an unsupported schema version, or a corrupt line before the last.
+        FileNotFoundError: no such file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no run file at {p}")
+    lines = p.read_text(encoding="utf-8").split("\n")
+    # split() leaves "" after a final newline; a non-empty last element is a line cut short
+    last_complete = len(lines) - 1
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if i >= last_complete:  # the unterminated tail: tolerated
+                break
+            raise RecordError(f"{p}:{i + 1}: corrupt line (not JSON)") from None
+        if i >= last_complete:  # parsed, but no newline: the write did not complete; drop it too
+            break
+        if not isinstance(obj, dict) or "kind" not in obj:
+            raise RecordError(f"{p}:{i + 1}: not a run record (no 'kind')")
+        records.append(obj)
+    if not records or records[0]["kind"] != "run":
+        raise RecordError(f"{p}: not a run file (first line is not a run header)")
+    run = _run_from_header(records[0], str(p))
+    samples: list[MemorySample] = []
+    end: dict[str, Any] | None = None
+    for n, rec in enumerate(records[1:], start=2):
+        kind = rec.pop("kind")
+        if kind == "sample":
+            try:
+                samples.append(MemorySample.from_dict(rec))
+            except RecordError as exc:
+                raise RecordError(f"{p}: record {n}: {exc}") from None
+        elif kind == "end":
+            end = rec
+        else:
+            raise RecordError(f"{p}: record {n}: unknown kind {kind!r}")
+    if end is None:
+        return replace(run, status="interrupted", message="no end record: the run was interrupted",
+                       samples=tuple(samples))
+    return replace(run, status=end.get("status", "error"), message=end.get("message"),
+                   finished_at_ns=end.get("finished_at_ns"), samples=tuple(samples))
