@@ -3,6 +3,9 @@
     ascend-memlab conf check "expandable_segments:True,page_size:1g" --platform npu
     ascend-memlab conf show                      # what a process started now would run with
     ascend-memlab conf policy --vllm-ascend 0.14.0rc1
+    ascend-memlab scenario --photos 100 --conf "" --conf expandable_segments:True --out out/sweep
+    ascend-memlab replay trace.pickle --conf recorded --conf expandable_segments:True
+    ascend-memlab demo                            # the main job (the README's `make demo`)
 """
 
 from __future__ import annotations
@@ -60,17 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--rl", action="store_true", help="additional_config.rl_config.enabled")
     pol.set_defaults(handler=_cmd_conf_policy)
 
-    _add_later_commands(sub)
-    return parser
+    from toolkit.cli_runs import add_commands  # scenario, demo, replay
 
-
-def _add_later_commands(sub: argparse._SubParsersAction) -> None:
-    """Commands that need the simulator and the workload model (registered in ``toolkit.cli_runs``)."""
-    try:
-        from toolkit.cli_runs import add_commands
-    except ImportError:  # pragma: no cover - only while those modules are absent
-        return
     add_commands(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
