@@ -104,8 +104,7 @@ class ConfStatus:
                 sections.append(("notes", [("note", n) for n in self.effective.notes]))
         else:
             sections.append((f"{title}: {str(self.checked) or '(defaults)'}", _option_rows(self.checked)))
-        if self.conf is not None and self.conf.warnings:
-            sections.append(("warnings", [(w.key or "", w.message) for w in self.conf.warnings]))
+        # warnings are part of the rows of toolkit.conf.explain (one row per warning)
         if self.notes:
             sections.append(("", [("note", n) for n in self.notes]))
         return [(t, rows) for t, rows in sections if rows]
