@@ -54,3 +54,9 @@ def test_load_ext_does_not_import_torch_or_change_env():
     result = run_probe(body)
     assert not result["torch"] and not result["torch_npu"]
     assert not result["env_changed"]
+
+
+def test_every_lazy_export_resolves_without_torch():
+    body = "import toolkit\nfor name in toolkit.__all__:\n    getattr(toolkit, name)\n"
+    result = run_probe(body)
+    assert not result["torch"] and not result["torch_npu"] and not result["env_changed"]

@@ -33,8 +33,15 @@ _LAZY: dict[str, str] = {
     "load_run": "toolkit.records",
     "Run": "toolkit.records",
     "MemorySample": "toolkit.records",
+    "RunWriter": "toolkit.records",
     "SimEngine": "toolkit.engines.sim",
+    "RequestResult": "toolkit.engines.sim",
     "seed_scenario": "toolkit.scenarios",
+    "ScenarioResult": "toolkit.scenarios",
+    "ScenarioConf": "toolkit.scenarios",
+    "generate_photo_set": "toolkit.photos",
+    "smart_resize": "toolkit.workload.images",
+    "load_preset": "toolkit.workload.presets",
 }
 _ALIASES = {"parse_conf": "parse"}
 
