@@ -28,7 +28,7 @@ _LAZY: dict[str, str] = {
     "upstream_policy": "toolkit.policy",
     "recommended_policy": "toolkit.policy",
     "SimDevice": "toolkit.sim",
-    "replay": "toolkit.replay",
+    "replay_snapshot": "toolkit.replay",
     "load_snapshot": "toolkit.snapshot",
     "load_run": "toolkit.records",
     "Run": "toolkit.records",
@@ -43,7 +43,7 @@ _LAZY: dict[str, str] = {
     "smart_resize": "toolkit.workload.images",
     "load_preset": "toolkit.workload.presets",
 }
-_ALIASES = {"parse_conf": "parse"}
+_ALIASES = {"parse_conf": "parse", "replay_snapshot": "replay"}
 
 __all__ = sorted([*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"])
 

@@ -1,0 +1,591 @@
+"""``SimDevice``: a pure-Python model of the CUDA and NPU caching allocators, block for block.
+
+It speaks torch's vocabulary (``malloc``/``free``/``empty_cache``/``memory_stats``/``snapshot``) so
+code above it never branches on real vs simulated. The hot path (``malloc``/``free`` without
+recording) is written out by hand: ints for bytes, packed-int keys in sortedcontainers lists, no
+per-event copies. Rarely used paths live in mixins: ``release`` (GC, empty_cache), ``expandable``,
+``events`` (streams), ``seeding`` (state before a trace), ``workspace`` (NPU workspace allocator).
+
+Sources: ``DeviceCachingAllocator`` in ``c10/cuda/CUDACachingAllocator.cpp`` (2.7–2.11) and torch_npu
+``NPUCachingAllocator.cpp``, as summarised in docs/allocator-spec.md §2–5 (section numbers below).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from bisect import bisect_left
+from collections import OrderedDict, deque
+from typing import Any
+
+from toolkit.sim.addresses import WORKSPACE_TOP_ADDRESS, DecreasingAddresses, SegmentAddressFn
+from toolkit.sim.blocks import Block, Segment
+from toolkit.sim.constants import (
+    GiB,
+    MiB,
+    MIN_BLOCK_BYTES,
+    ROUND_LARGE_BYTES,
+    SIZE_MAX,
+    SMALL_SIZE_BYTES,
+)
+from toolkit.sim.events import EventsMixin
+from toolkit.sim.expandable import ExpandableMixin
+from toolkit.sim.oom import OomReport, SimOutOfMemoryError, cuda_oom_message, npu_oom_message
+from toolkit.sim.pools import PTR_MASK, BlockPool
+from toolkit.sim.release import ReleaseMixin
+from toolkit.sim.rounding import allocation_size, round_size
+from toolkit.sim.seeding import SeedingMixin
+from toolkit.sim.settings import Profile, SimSettings, TieBreak, parse_version, resolve_settings
+from toolkit.sim.snapshot_out import (
+    TraceTuple,
+    allocator_settings,
+    segment_dicts,
+    trace_dicts,
+    workspace_segment_dicts,
+    workspace_trace_dicts,
+)
+from toolkit.sim.stats import AllStats, DeviceStats
+from toolkit.sim.workspace import WorkspaceCache, WorkspaceMixin
+
+# Defaults of the simulated device (override per device). Capacity: an 80 GB GPU / a 64 GB Ascend 910B.
+DEFAULT_CAPACITY_BYTES: dict[str, int] = {"cuda": 80 * GiB, "npu": 64 * GiB}
+# Memory the runtime holds outside any allocator (CUDA/ACL context, libraries). An order of magnitude,
+# not a measurement: set it from mem_get_info() of a fresh process on your machine.
+DEFAULT_CONTEXT_BYTES: dict[str, int] = {"cuda": 512 * MiB, "npu": 1 * GiB}
+ONE_EIB = 1 << 60
+
+
+def _parse_conf(conf: Any, profile: str, torch_version: str | None) -> Any:
+    """A conf string goes through ``toolkit.conf.parse`` so invalid confs fail exactly as there."""
+    if conf is None:
+        conf = ""
+    if isinstance(conf, str):
+        from toolkit.conf import parse
+
+        return parse(conf, platform=profile, version=torch_version)
+    platform = getattr(conf, "platform", profile)
+    if platform != profile:
+        raise ValueError(f"conf was parsed for platform {platform!r} but the device profile is {profile!r}")
+    return conf
+
+
+class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, WorkspaceMixin):
+    """A simulated device with a caching allocator (CUDA or NPU profile); everything in bytes (ints).
+
+    Example::
+
+        dev = SimDevice("npu", "expandable_segments:True", capacity_bytes=64 * 2**30)
+        a = dev.malloc(3 * 2**20)          # -> address
+        dev.free(a); dev.empty_cache()
+        dev.memory_stats()["reserved_bytes.all.current"]
+
+    Args:
+        profile: ``"cuda"`` or ``"npu"`` (NPU: +32 B request pad, NPU OOM text, workspace allocator).
+        conf: allocator conf string (parsed by ``toolkit.conf.parse``) or an ``AllocConf``.
+        capacity_bytes: device memory (``mem_get_info()[1]``).
+        torch_version: selects version-dependent behaviour (best-fit tie-break, OOM hint, conf dialect).
+        segment_address: ``(size_bytes, stream) -> address | None`` choosing where new segments go;
+            None: driver-like decreasing addresses. Expandable VA reservations and NPU workspace
+            blocks always come from the simulator's own address model (traces never record them).
+        context_bytes: runtime memory outside the allocators (counted in ``mem_get_info``).
+        external_bytes: memory used by other processes / non-torch allocations.
+        device: device index shown in messages and snapshots.
+        tie_break: override the best-fit tie-break (``"address"`` or ``"registration"``).
+        npu_pad_bytes: override the NPU pad (0 on Ascend950 with CANN >= 9.1).
+    """
+
+    def __init__(
+        self,
+        profile: Profile = "cuda",
+        conf: Any = "",
+        *,
+        capacity_bytes: int | None = None,
+        torch_version: str | None = None,
+        segment_address: SegmentAddressFn | None = None,
+        context_bytes: int | None = None,
+        external_bytes: int = 0,
+        device: int = 0,
+        tie_break: TieBreak | None = None,
+        npu_pad_bytes: int | None = None,
+    ) -> None:
+        if profile not in ("cuda", "npu"):
+            raise ValueError(f"profile must be 'cuda' or 'npu', got {profile!r}")
+        self.profile: Profile = profile
+        self.conf = _parse_conf(conf, profile, torch_version)
+        self.torch_version = torch_version
+        s = resolve_settings(profile, self.conf, torch_version, tie_break=tie_break, npu_pad_bytes=npu_pad_bytes)
+        self.settings: SimSettings = s
+        self.capacity_bytes = int(DEFAULT_CAPACITY_BYTES[profile] if capacity_bytes is None else capacity_bytes)
+        self.context_bytes = int(DEFAULT_CONTEXT_BYTES[profile] if context_bytes is None else context_bytes)
+        self.external_bytes = int(external_bytes)
+        if self.capacity_bytes <= 0 or self.context_bytes < 0 or self.external_bytes < 0:
+            raise ValueError("capacity_bytes must be > 0; context_bytes and external_bytes must be >= 0")
+        self.device = int(device)
+        self._segment_address = segment_address
+        self._addresses = DecreasingAddresses()
+        # workspace blocks live in their own range above the segments, so that workspace activity (which
+        # a trace does not record) never shifts segment addresses
+        self._ws_addresses = DecreasingAddresses(WORKSPACE_TOP_ADDRESS)
+
+        self._stats = DeviceStats(-1 if s.max_split_bytes == SIZE_MAX else s.max_split_bytes)
+        self._all: AllStats = self._stats.all  # read-only view (sums of the pools)
+        self._small = BlockPool(True, self._stats.small)
+        self._large = BlockPool(False, self._stats.large)
+        self._by_ptr: dict[int, Block] = {}  # every live block (allocated, free, pending, unmapped)
+        self._segments: dict[int, Segment] = {}  # by segment (or VA reservation) address
+        self._reg = itertools.count(1)
+        self._reserved_total = 0  # total_allocated_memory: segments + mapped expandable bytes
+        self._ws = WorkspaceCache()
+        self._events: dict[int, deque[list[Any]]] = {}  # stream -> FIFO of [block, done]
+        self._num_events = 0
+        self._trace: deque[TraceTuple] | None = None
+        self._clock = itertools.count(1)
+
+        # hot-path copies of the settings
+        self._pad = s.pad_bytes
+        self._divisions = s.divisions
+        self._mss = s.max_split_bytes
+        self._mnsr = s.max_non_split_rounding_bytes
+        self._expandable = s.expandable
+        self._regbits = s.tie_break == "registration"
+        self._lazy_reclaim = s.multi_stream_lazy_reclaim
+        self._align = s.base_addr_aligned_bytes if (profile == "npu" and s.expandable) else 0
+        self._allowed: int | None = None
+        self._gc_active = False
+        if s.memory_fraction is not None:
+            self.set_per_process_memory_fraction(s.memory_fraction)
+
+    # ------------------------------------------------------------------ configuration-like calls
+    def set_per_process_memory_fraction(self, fraction: float) -> None:
+        """``torch.cuda.set_per_process_memory_fraction``: cap reserved bytes at fraction x capacity."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"Invalid fraction value: {fraction}. Allowed range: 0~1")
+        self._allowed = int(fraction * self.capacity_bytes)
+        self._gc_active = self.settings.gc_threshold > 0.0
+
+    # ------------------------------------------------------------------ hot path
+    def malloc(self, nbytes: int, stream: int = 0) -> int:
+        """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
+
+        Raises SimOutOfMemoryError (a RuntimeError) with torch's message when nothing fits (§2.7).
+        """
+        if nbytes <= 0 or stream < 0:
+            if stream < 0:
+                raise ValueError(f"stream must be a non-negative int, got {stream}")
+            if nbytes == 0:
+                return 0
+            raise ValueError(f"cannot allocate a negative number of bytes ({nbytes})")
+        if self._events and (not self._lazy_reclaim or self._num_events > 512):
+            self._process_events()
+        n = nbytes + self._pad
+        if self._divisions:
+            size = round_size(nbytes, self._divisions, self._pad)
+        elif n < MIN_BLOCK_BYTES:
+            size = MIN_BLOCK_BYTES
+        else:
+            size = (n + 511) & ~511
+        pool = self._small if size <= SMALL_SIZE_BYTES else self._large
+        block = self._get_free_block(pool, stream, size)
+        if block is None:
+            if self._lazy_reclaim and self._events:
+                self._process_events()
+                block = self._get_free_block(pool, stream, size)
+            if block is None:
+                block = self._malloc_slow(pool, stream, size, nbytes)
+        if self._align and size >= ROUND_LARGE_BYTES and block.ptr % self._align:
+            block = self._align_front(block, size)
+        return self._alloc_found(block, size, nbytes)
+
+    def _get_free_block(self, pool: BlockPool, stream: int, size: int, take: bool = True) -> Block | None:
+        """Best fit (§2.6): the lower bound of (stream, size) in the free set, if the rules allow it.
+
+        ``take=False`` only looks (no GC clock tick, the block stays in the free set).
+        """
+        if self._gc_active and take:
+            pool.gc_calls += 1
+        fr = pool.free
+        lo = ((stream << 64) | size) << 96
+        maxes = fr._maxes
+        pos = bisect_left(maxes, lo)
+        if pos == len(maxes):
+            return None
+        sub = fr._lists[pos]
+        k = sub[bisect_left(sub, lo)]
+        if k >> 160 != stream:
+            return None
+        b = self._by_ptr[k & PTR_MASK]
+        if b.seg.expandable:
+            nx = b.next
+            # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
+            if (nx is not None and not nx.mapped) or not self._expandable:
+                b = self._pick_expandable(pool, stream, b)
+                if b is None:
+                    return None
+        mss = self._mss
+        if size < mss:
+            if b.size >= mss:  # never hand an oversize block to a normal request
+                return None
+        elif b.size >= size + self._mnsr:  # oversize request: limited waste only
+            return None
+        if take:
+            fr.remove(b.key)
+        return b
+
+    def _alloc_found(self, block: Block, size: int, nbytes: int) -> int:
+        """Split if the rules say so (§2.8), mark allocated, update stats, record the trace."""
+        pool = block.pool
+        ps = pool.stats
+        already_split = block.prev is not None or block.next is not None
+        expandable_seg = block.seg.expandable
+        remaining = block.size - size
+        if pool.is_small or self._expandable:
+            split = remaining >= MIN_BLOCK_BYTES
+        else:
+            split = size < self._mss and remaining > SMALL_SIZE_BYTES
+        if split:
+            # The allocated front keeps this object; the remainder is a new free block that inherits
+            # the old requested size (upstream keeps the old Block object as the remainder).
+            rp = block.ptr + size
+            rem = Block(rp, remaining, block.stream, pool, block.seg)
+            rem.requested = block.requested
+            nxt = block.next
+            rem.next = nxt
+            if nxt is not None:
+                nxt.prev = rem
+            rem.prev = block
+            block.next = rem
+            block.size = size
+            self._by_ptr[rp] = rem
+            k = (((rem.stream << 64) | remaining) << 96) | block.seg.regbits | rp
+            rem.key = k
+            pool.free.add(k)
+            rem.gc_base = pool.gc_calls
+            if not expandable_seg:
+                if already_split:
+                    ps.on_inactive_split(0, -size)
+                else:
+                    ps.on_inactive_split(1, remaining)
+        elif already_split and not expandable_seg:
+            ps.on_inactive_split(-1, -block.size)
+        block.allocated = True
+        block.requested = nbytes
+        bsize = block.size
+        ps.on_alloc(bsize, nbytes)
+        if bsize >= self._mss:
+            self._stats.oversize_allocations.increase()
+        if self._trace is not None:
+            self._trace.append(("alloc", block.ptr, nbytes, block.stream, next(self._clock)))
+        return block.ptr
+
+    def free(self, address: int) -> None:
+        """Free the block at ``address``; with recorded extra streams it stays pending (§2.9)."""
+        if address == 0:
+            return
+        b = self._by_ptr.get(address)
+        if b is None or not b.allocated:
+            raise ValueError(f"invalid device pointer: {address:#x} (not an allocated block of this device)")
+        b.allocated = False
+        size = b.size
+        b.pool.stats.on_free_requested(size)
+        if self._trace is not None:
+            self._trace.append(("free_requested", address, b.requested, b.stream, next(self._clock)))
+        if size >= self._mss:
+            self._stats.oversize_allocations.decrease()
+        if b.stream_uses:
+            self._insert_events(b)
+        else:
+            self._free_block(b)
+
+    def _free_block(self, b: Block) -> None:
+        """Return a block to its free set, merging with free neighbours (``free_block``)."""
+        if self._trace is not None:
+            self._trace.append(("free_completed", b.ptr, b.requested, b.stream, next(self._clock)))
+        orig = b.size
+        req = b.requested
+        pool = b.pool
+        fr = pool.free
+        by_ptr = self._by_ptr
+        dn = db = 0
+        p = b.prev
+        if p is not None and not p.allocated and not p.event_count and not p.stream_uses and p.mapped:
+            fr.remove(p.key)
+            del by_ptr[b.ptr]
+            b.ptr = p.ptr
+            by_ptr[p.ptr] = b
+            pp = p.prev
+            b.prev = pp
+            if pp is not None:
+                pp.next = b
+            b.size += p.size
+            dn -= 1
+            db -= p.size
+        nx = b.next
+        if nx is not None and not nx.allocated and not nx.event_count and not nx.stream_uses and nx.mapped:
+            fr.remove(nx.key)
+            del by_ptr[nx.ptr]
+            nn = nx.next
+            b.next = nn
+            if nn is not None:
+                nn.prev = b
+            b.size += nx.size
+            dn -= 1
+            db -= nx.size
+        k = (((b.stream << 64) | b.size) << 96) | b.seg.regbits | b.ptr
+        b.key = k
+        fr.add(k)
+        b.gc_base = pool.gc_calls
+        if b.prev is not None or b.next is not None:
+            dn += 1
+            db += b.size
+        ps = pool.stats
+        if (dn or db) and not b.seg.expandable:
+            ps.on_inactive_split(dn, db)
+        ps.on_free_completed(orig, req)
+
+    def _insert_free(self, b: Block) -> None:
+        """Put a mapped free block into its pool's free set (``insert_into_blocks``)."""
+        k = (((b.stream << 64) | b.size) << 96) | b.seg.regbits | b.ptr
+        b.key = k
+        b.pool.free.add(k)
+        b.gc_base = b.pool.gc_calls
+
+    # ------------------------------------------------------------------ slow path
+    def _malloc_slow(self, pool: BlockPool, stream: int, size: int, nbytes: int) -> Block:
+        """No cached block fits: GC, device allocation, release oversize, release all, retry (§2.7)."""
+        if self.profile == "cuda" and nbytes >= ONE_EIB:
+            self._stats.num_ooms += 1
+            raise SimOutOfMemoryError(
+                "CUDA out of memory. Tried to allocate more than 1EB memory.",
+                self._oom_report(nbytes, size, size),
+            )
+        s = self.settings
+        alloc = allocation_size(size, s.large_segment_bytes, s.page_1g and not pool.is_small)
+        if self._gc_active:
+            self._garbage_collect()
+        b = self._alloc_block(pool, stream, size, alloc, False)
+        if b is None and self._release_available_cached_blocks(pool, stream, size):
+            b = self._alloc_block(pool, stream, size, alloc, False)
+        if b is None:
+            if self.profile == "npu":
+                self._empty_workspace()  # torch_npu empties the workspace cache before the last retry
+            self._release_cached_blocks()
+            b = self._alloc_block(pool, stream, size, alloc, True)
+        if b is None:
+            self._raise_oom(stream, nbytes, size, alloc)
+        return b
+
+    def would_release_for(self, nbytes: int, stream: int = 0) -> bool:
+        """Whether ``malloc(nbytes, stream)`` now would give cached memory back by itself.
+
+        True when no cached block fits and the new segment would trip garbage collection, the
+        per-process fraction or the device capacity (so malloc runs GC / oversize release /
+        release-and-retry). Lets a replay tell those releases apart from ``empty_cache()`` calls.
+        """
+        size = round_size(nbytes, self._divisions, self._pad)
+        pool = self._small if size <= SMALL_SIZE_BYTES else self._large
+        if self._get_free_block(pool, stream, size, take=False) is not None:
+            return False
+        s = self.settings
+        alloc = allocation_size(size, s.large_segment_bytes, s.page_1g and not pool.is_small)
+        allowed = self._allowed
+        if allowed is not None:
+            if self._gc_active and self._reserved_total > int(s.gc_threshold * allowed):
+                return True
+            if self._reserved_total + alloc > allowed:
+                return True
+        return self.device_used_bytes + alloc > self.capacity_bytes
+
+    def _alloc_block(self, pool: BlockPool, stream: int, size: int, alloc: int, retry: bool) -> Block | None:
+        """Obtain device memory for a new segment (or map expandable pages) (§2.10)."""
+        st = self._stats
+        if retry:
+            st.num_alloc_retries += 1
+        if self._allowed is not None and self._reserved_total + alloc > self._allowed:
+            return None
+        if self._expandable:
+            return self._try_allocate_expandable(pool, stream, size)
+        if self.device_used_bytes + alloc > self.capacity_bytes:
+            return None
+        ptr = self._new_address(alloc, stream, ROUND_LARGE_BYTES)
+        seg = self._new_segment(ptr, alloc, stream, pool)
+        b = Block(ptr, alloc, stream, pool, seg)
+        self._by_ptr[ptr] = b
+        self._reserved_total += alloc
+        pool.stats.on_reserved(alloc, 1)
+        if alloc >= self._mss:
+            st.oversize_segments.increase()
+        st.num_device_alloc += 1
+        if self._trace is not None:
+            self._trace.append(("segment_alloc", ptr, alloc, stream, next(self._clock)))
+        return b
+
+    def _new_address(self, size: int, stream: int, align: int) -> int:
+        if self._segment_address is not None:
+            address = self._segment_address(size, stream)
+            if address is not None:
+                address = int(address)
+                if address <= 0 or address % MIN_BLOCK_BYTES:
+                    raise ValueError(f"segment_address returned {address:#x}: must be a positive multiple of 512")
+                self._addresses.avoid(address, size)
+                return address
+        return self._addresses.take(size, align)
+
+    def _new_segment(self, address: int, size: int, stream: int, pool: BlockPool, page_bytes: int = 0) -> Segment:
+        seg = Segment(address, size, stream, pool, next(self._reg), page_bytes > 0, page_bytes)
+        if self._regbits:
+            seg.regbits = (seg.reg & 0xFFFF_FFFF) << 64
+        self._segments[address] = seg
+        return seg
+
+    def _align_front(self, block: Block, size: int) -> Block:
+        """NPU ``base_addr_aligned_kb``: leave a free front fragment so the block starts aligned (§2.8)."""
+        align = self._align
+        aligned = block.ptr + align - block.ptr % align
+        offset = aligned - block.ptr
+        if offset + size > block.size:
+            return block
+        nb = Block(aligned, block.size - offset, block.stream, block.pool, block.seg)
+        nxt = block.next
+        nb.next = nxt
+        if nxt is not None:
+            nxt.prev = nb
+        nb.prev = block
+        block.next = nb
+        block.size = offset
+        self._by_ptr[aligned] = nb
+        self._insert_free(block)  # the front fragment stays free
+        return nb
+
+    def _raise_oom(self, stream: int, nbytes: int, size: int, alloc: int) -> None:
+        report = self._oom_report(nbytes, size, alloc)
+        if self._trace is not None:
+            self._trace.append(("oom", report.device_free_bytes, size, stream, next(self._clock)))
+        self._stats.num_ooms += 1
+        if self.profile == "cuda":
+            message = cuda_oom_message(report, self.settings.oom_conf_var)
+        else:
+            message = npu_oom_message(report)
+        raise SimOutOfMemoryError(message, report)
+
+    def _oom_report(self, nbytes: int, size: int, alloc: int, source: str = "caching_allocator") -> OomReport:
+        a = self._all
+        return OomReport(
+            profile=self.profile,
+            device=self.device,
+            requested_bytes=nbytes,
+            rounded_bytes=size,
+            alloc_bytes=alloc,
+            total_bytes=self.capacity_bytes,
+            device_free_bytes=max(self.capacity_bytes - self.device_used_bytes, 0),
+            allowed_bytes=self._allowed,
+            allocated_bytes=a.allocated_bytes_cur,
+            active_bytes=a.active_bytes_cur,
+            reserved_bytes=a.reserved_bytes_cur,
+            process_bytes=self._reserved_total + self._ws.reserved_bytes + self.context_bytes,
+            source=source,
+        )
+
+    # ------------------------------------------------------------------ torch-like queries
+    def empty_cache(self) -> None:
+        """Return every cached whole segment (and free expandable pages) to the device (§2.13)."""
+        if self.profile == "npu":
+            self._empty_workspace()
+        self._release_cached_blocks()
+
+    @property
+    def device_used_bytes(self) -> int:
+        """Device-wide used memory: reserved + NPU workspace + context + external."""
+        return self._reserved_total + self._ws.reserved_bytes + self.context_bytes + self.external_bytes
+
+    def mem_get_info(self) -> tuple[int, int]:
+        """``(free_bytes, total_bytes)`` like ``torch.cuda.mem_get_info``."""
+        return max(self.capacity_bytes - self.device_used_bytes, 0), self.capacity_bytes
+
+    def non_torch_bytes(self) -> int:
+        """vLLM's "non-torch" memory: device used minus ``memory_reserved()``."""
+        return self.device_used_bytes - self._all.reserved_bytes_cur
+
+    def memory_stats(self) -> OrderedDict[str, int]:
+        """The flattened, key-sorted ``memory_stats()`` dict with torch's key names."""
+        return self._stats.as_flat_dict(include_oom_rejections=self.profile == "npu")
+
+    def memory_allocated(self) -> int:
+        return self._all.allocated_bytes_cur
+
+    def max_memory_allocated(self) -> int:
+        return self._all.allocated_bytes_peak
+
+    def memory_reserved(self) -> int:
+        return self._all.reserved_bytes_cur
+
+    def max_memory_reserved(self) -> int:
+        return self._all.reserved_bytes_peak
+
+    def reset_peak_memory_stats(self) -> None:
+        self._stats.reset_peak()
+
+    def reset_accumulated_memory_stats(self) -> None:
+        self._stats.reset_accumulated()
+
+    @property
+    def segment_count(self) -> int:
+        """Number of non-expandable segments (``segment.all.current``)."""
+        return self._all.segment_cur
+
+    def block_at(self, address: int) -> Block | None:
+        """The block starting at ``address`` (any state), for inspection and tests."""
+        return self._by_ptr.get(address)
+
+    # ------------------------------------------------------------------ recording and snapshots
+    def record_history(self, enabled: bool | str | None = "all", max_entries: int = sys.maxsize) -> None:
+        """Start (``"all"``/True) or stop (None/False) recording trace entries into a ring buffer.
+
+        Like ``torch.cuda.memory._record_memory_history``: stopping clears the buffer.
+        """
+        if enabled in (None, False, "state"):
+            self._trace = None
+            return
+        if enabled not in (True, "all"):
+            raise ValueError(f"expected enabled to be 'all', True, None or False, got {enabled!r}")
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        old = self._trace or ()
+        self._trace = deque(old, maxlen=None if max_entries >= sys.maxsize else max_entries)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A dict with the layout of ``torch.cuda.memory._snapshot()`` (plus ``"simulated": True``)."""
+        segments = segment_dicts(self._segments.values(), self._by_ptr, self.device)
+        trace = list(trace_dicts(self._trace, self.profile))
+        if self.profile == "npu":
+            segments += workspace_segment_dicts(self._ws.blocks, self.device)
+            if self._trace is not None:
+                trace = workspace_trace_dicts(self._ws.blocks) + trace
+        out: dict[str, Any] = {"segments": segments, "device_traces": [trace]}
+        if self.profile == "cuda":
+            version = parse_version(getattr(self.conf, "version", None) or self.torch_version)
+            out["allocator_settings"] = allocator_settings(self.settings.conf_text, self.settings, version)
+            out["external_annotations"] = []
+        out["simulated"] = True
+        out["simulator"] = {
+            "profile": self.profile,
+            "conf": self.settings.conf_text,
+            "torch_version": self.torch_version,
+            "capacity_bytes": self.capacity_bytes,
+            "tie_break": self.settings.tie_break,
+        }
+        return out
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if any structural or statistical invariant is broken (for tests)."""
+        from toolkit.sim.invariants import check_invariants
+
+        check_invariants(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"SimDevice(profile={self.profile!r}, conf={self.settings.conf_text!r}, "
+            f"reserved={self.memory_reserved()}, allocated={self.memory_allocated()}) [simulated]"
+        )
+
+
+__all__ = ["SimDevice", "SimOutOfMemoryError"]
