@@ -3,7 +3,8 @@
 Used to derive the real size of a block whose trace entries only carry the requested size. Follows
 docs/allocator-spec.md sections 2.3-2.8 (CUDACachingAllocator.cpp ``round_size``/``should_split``;
 torch_npu adds a 32-byte pad before rounding). The simulator has the full model; this module only needs
-the rules that decide a block's size from the request and the free block it was carved from.
+the rules that decide a block's size from the request and the free block it was carved from; the
+arithmetic itself is the simulator's (``toolkit.sim.rounding``), so both always agree.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MIN_BLOCK_BYTES = 512  # kMinBlockSize
-SMALL_REQUEST_BYTES = 1024 * 1024  # kSmallSize: rounded requests up to this go to the small pool
+from toolkit.sim.constants import LARGE_BUFFER_BYTES, MIN_BLOCK_BYTES, NPU_PAD_BYTES
+from toolkit.sim.rounding import is_small, round_size
+
 LARGE_SPLIT_SLACK_BYTES = 1024 * 1024  # large-pool blocks are split only when the rest is > 1 MiB
-NPU_PAD_BYTES = 32  # torch_npu adds this to every request before rounding (spec 2.3)
-DEFAULT_NON_SPLIT_ROUNDING_BYTES = 20 * 1024 * 1024
+DEFAULT_NON_SPLIT_ROUNDING_BYTES = LARGE_BUFFER_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +34,10 @@ class RoundingRules:
     max_non_split_rounding_bytes: int = DEFAULT_NON_SPLIT_ROUNDING_BYTES
 
     def round_request(self, requested_bytes: int) -> int:
-        n = requested_bytes + self.pad_bytes
-        if n < MIN_BLOCK_BYTES:
-            return MIN_BLOCK_BYTES
-        d = self.divisions[min(max(n.bit_length() - 1 - 20, 0), 15)]
-        if d > 1 and n > MIN_BLOCK_BYTES * d:
-            return _roundup_power2_next_division(n, d)
-        return -(-n // MIN_BLOCK_BYTES) * MIN_BLOCK_BYTES
+        return round_size(requested_bytes, self.divisions, self.pad_bytes)
 
     def pool_of(self, rounded_bytes: int) -> str:
-        return "small" if rounded_bytes <= SMALL_REQUEST_BYTES else "large"
+        return "small" if is_small(rounded_bytes) else "large"
 
     def is_oversize(self, rounded_bytes: int) -> bool:
         return self.max_split_bytes is not None and rounded_bytes >= self.max_split_bytes
@@ -68,16 +63,6 @@ class RoundingRules:
         default_pad = NPU_PAD_BYTES if snapshot.get("flavor") == "npu" else 0
         pad = _infer_pad(snapshot.get("segments", ()), divisions, default_pad)
         return cls(pad_bytes=pad, divisions=divisions, max_split_bytes=max_split)
-
-
-def _roundup_power2_next_division(n: int, divisions: int) -> int:
-    if n & (n - 1) == 0:
-        return n
-    floor2 = 1 << (n.bit_length() - 1)
-    step = floor2 >> (divisions.bit_length() - 1)
-    if step == 0:
-        return floor2 * 2
-    return n if n % step == 0 else (n // step + 1) * step
 
 
 def _infer_pad(segments: Any, divisions: tuple[int, ...], default: int) -> int:
