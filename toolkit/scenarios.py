@@ -102,7 +102,7 @@ class ConfSummary:
             kv_cache_bytes=int(run.engine_args.get("kv_cache_bytes", 0)), run_path=run_path, seconds=seconds)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # the runs are large: repr is the summary table
 class ScenarioResult:
     """Runs and a per-conf summary of the seed scenario. Simulated: every view says so."""
 
@@ -140,6 +140,8 @@ class ScenarioResult:
 
     def __str__(self) -> str:
         return self.format_table()
+
+    __repr__ = __str__
 
     def _repr_html_(self) -> str:
         return "<p><b>[simulated]</b> seed scenario (vllm-ascend PR #5855)</p>" + self.table().to_html(index=False)
