@@ -12,30 +12,17 @@ beside the checkout).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
 from toolkit.replay import ReplayResult, guess_torch_version, replay
 from toolkit.snapshot import load_snapshot
 
-TRACE_NAME = "cuda-transformer-forward-a.pickle"
+from pathlib import Path
 
+from trace_paths import TRACE_NAME, TRACES, needs_real_trace
 
-def traces_dir() -> Path | None:
-    env = os.environ.get("MEMLAB_TRACES")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "traces")
-    return next((p for p in candidates if (p / TRACE_NAME).is_file()), None)
-
-
-TRACES = traces_dir()
-pytestmark = pytest.mark.skipif(
-    TRACES is None,
-    reason=f"REAL TRACE MISSING: {TRACE_NAME} not found in $MEMLAB_TRACES or <repo>/../shared/data/traces; "
-    "the fidelity tests did not run",
-)
+pytestmark = needs_real_trace
 
 
 @pytest.fixture(scope="module")

@@ -169,3 +169,43 @@ def test_bad_arguments() -> None:
         replay(rec.snapshot(), segment_addresses="nearby")  # type: ignore[arg-type]
     with pytest.raises(SnapshotError):
         replay("/nonexistent/dump.pickle")
+
+
+def test_snapshot_at_keeps_the_state_after_each_chosen_event_in_one_pass():
+    from toolkit.replay import replay
+    from toolkit.snapshot import load_snapshot
+
+    snap = load_snapshot(_trace_path_for_steps())
+    full = replay(snap)
+    stops = [0, 10, 1000, full.events_total - 1]
+    stepped = replay(snap, snapshot_at=stops)
+    assert sorted(stepped.snapshots) == stops
+    timeline = stepped.timeline
+    for k in stops:
+        reserved = sum(seg["total_size"] for seg in stepped.snapshots[k]["segments"])
+        assert reserved == timeline["reserved_bytes"].iloc[k]
+    last = stepped.snapshots[stops[-1]]["segments"]
+    assert [s["address"] for s in last] == [s["address"] for s in full.device.snapshot()["segments"]]
+
+
+def test_replay_steps_is_a_run_for_the_inspector_and_stops_at_an_oom():
+    from toolkit.replay import replay_steps
+    from toolkit.units import GiB
+
+    run, snaps = replay_steps(_trace_path_for_steps(), "", steps=12, capacity_bytes=int(18.2 * GiB))
+    assert run.simulated and run.backend == "replay"
+    assert run.status == "oom" and run.samples[-1].status == "oom"
+    assert len(run.samples) == len(snaps) and sorted(snaps) == list(range(len(run.samples)))
+    reserved = [s.reserved_bytes for s in run.samples]
+    assert all(s.reserved_bytes <= s.reserved_peak_bytes for s in run.samples)
+    assert reserved[-1] == sum(seg["total_size"] for seg in snaps[len(snaps) - 1]["segments"])
+    with pytest.raises(ValueError, match="steps"):
+        replay_steps(_trace_path_for_steps(), steps=0)
+
+
+def _trace_path_for_steps():
+    from trace_paths import REAL_TRACE, TRACES
+
+    if TRACES is None:
+        pytest.skip(f"REAL TRACE MISSING: {REAL_TRACE} (set MEMLAB_TRACES)")
+    return REAL_TRACE

@@ -35,10 +35,10 @@ from toolkit.snapshot import (
     write_snapshot,
 )
 
-REAL = Path("/work/shared/data/traces/cuda-transformer-forward-a.pickle")
+from trace_paths import REAL_TRACE as REAL
 DATA = Path(__file__).parent / "data"
 MiB = 1 << 20
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="real trace not available")
+from trace_paths import needs_real_trace as needs_real
 
 
 @pytest.fixture(scope="module")

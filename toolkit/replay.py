@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from toolkit.records import Run
     from toolkit.snapshot import Snapshot
 
 SegmentAddresses = Literal["recorded", "fresh"]
@@ -109,6 +110,7 @@ class ReplayResult:
     oom: SimOutOfMemoryError | None = None
     oom_event: int | None = None
     recorded_ooms: int = 0
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)  # event -> state after it
     simulated: bool = True
 
     @cached_property
@@ -231,6 +233,7 @@ def replay(
     segment_addresses: SegmentAddresses | None = None,
     device: int = 0,
     record_history: bool = False,
+    snapshot_at: Iterable[int] = (),
     **device_options: Any,
 ) -> ReplayResult:
     """Replay a recorded snapshot's allocation requests on a :class:`SimDevice`.
@@ -252,6 +255,8 @@ def replay(
             addresses (default when replaying under the recorded conf), ``"fresh"`` otherwise.
         device: which device trace of the snapshot to replay.
         record_history: record the simulated trace (``result.device.snapshot()["device_traces"]``).
+        snapshot_at: event indices after which to keep the allocator state (``result.snapshots``), taken
+            in the same pass (for the step-by-step inspector, see :func:`replay_steps`).
         **device_options: passed to ``SimDevice`` (``tie_break``, ``npu_pad_bytes``, ``external_bytes``).
 
     Returns:
@@ -309,17 +314,23 @@ def replay(
         dev.set_per_process_memory_fraction(memory_fraction)
     if record_history:
         dev.record_history()
-    result = replay_events(dev, events, conf_text=dev.settings.conf_text)
+    result = replay_events(dev, events, conf_text=dev.settings.conf_text, snapshot_at=snapshot_at)
     result.recorded_conf = recorded
     result.segment_mismatches += feeder.mismatches if feeder is not None else 0
     return result
 
 
-def replay_events(dev: SimDevice, events: list[Any], conf_text: str | None = None) -> ReplayResult:
+def replay_events(
+    dev: SimDevice, events: list[Any], conf_text: str | None = None, snapshot_at: Iterable[int] = ()
+) -> ReplayResult:
     """The replay loop: drive ``dev`` with the user-level requests of ``events`` (``TraceEvent`` tuples).
 
     For callers that built and seeded the device themselves; ``replay`` does both and calls this.
+    ``snapshot_at``: event indices after which ``dev.snapshot()`` is kept in ``result.snapshots``.
     """
+    stops = deque(sorted(set(snapshot_at)))
+    snapshots: dict[int, dict[str, Any]] = {}
+    next_stop = stops[0] if stops else len(events)  # checked once per event: a plain int compare
     small, large = dev._small.stats, dev._large.stats  # running totals, read without building dicts
     initial = _totals(small, large)
     rows: list[tuple[int, int, int, int, int]] = []
@@ -334,6 +345,10 @@ def replay_events(dev: SimDevice, events: list[Any], conf_text: str | None = Non
     next_pending = _PENDING_STREAM_BASE
     i = 0
     while i < n:
+        if i > next_stop:  # the state after event next_stop is the state before event i
+            while stops and stops[0] < i:
+                snapshots[stops.popleft()] = dev.snapshot()
+            next_stop = stops[0] if stops else n
         action, addr, size, stream = events[i]
         if action == "alloc":
             try:
@@ -389,6 +404,8 @@ def replay_events(dev: SimDevice, events: list[Any], conf_text: str | None = Non
             small.segment_cur + large.segment_cur,
         ))
         i += 1
+    while stops and stops[0] < i:  # stops up to the last replayed event (the OOM event included)
+        snapshots[stops.popleft()] = dev.snapshot()
     return ReplayResult(
         profile=dev.profile,
         conf=dev.settings.conf_text if conf_text is None else conf_text,
@@ -405,6 +422,7 @@ def replay_events(dev: SimDevice, events: list[Any], conf_text: str | None = Non
         oom=oom,
         oom_event=oom_event,
         recorded_ooms=recorded_ooms,
+        snapshots=snapshots,
     )
 
 
@@ -464,6 +482,65 @@ def _totals(small: Any, large: Any) -> tuple[int, int, int, int]:
     )
 
 
+def replay_steps(
+    source: str | os.PathLike[str] | bytes | Mapping[str, Any],
+    conf: Any = None,
+    *,
+    steps: int = 30,
+    name: str | None = None,
+    **replay_options: Any,
+) -> tuple[Run, dict[int, dict[str, Any]]]:
+    """A replay as a ``Run`` of ``steps`` evenly spaced moments, with the allocator state at each.
+
+    One pass of :func:`replay` (same options); each step becomes one ``MemorySample`` (``request_index`` =
+    step, ``input_name`` says which trace event it stops after) and its snapshot is keyed by step, ready for
+    ``toolkit.widgets.Inspector(run, snapshots)``. When the replay hits an OOM, that event is the last step.
+    """
+    import time
+
+    from toolkit.records import MemorySample, Run
+    from toolkit.units import format_bytes
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    snap = _load(source)
+    from toolkit.snapshot import trace_events
+
+    n = len(trace_events(snap, replay_options.get("device", 0)))
+    if n == 0:
+        raise ValueError("the snapshot has no trace events to replay")
+    wanted = sorted({max(0, round(n * (k + 1) / steps) - 1) for k in range(steps)})
+    result = replay(snap, conf, snapshot_at=wanted, **replay_options)
+    snapshots = dict(result.snapshots)
+    if result.oom_event is not None:  # the replay stopped there: the device is in that state now
+        snapshots[result.oom_event] = result.device.snapshot()
+    ends = sorted(snapshots)
+    frame = result.timeline
+    capacity = result.device.capacity_bytes
+    samples: list[MemorySample] = []
+    for step, k in enumerate(ends):
+        row = frame.iloc[min(k, len(frame) - 1)]
+        upto = frame.iloc[: k + 1]
+        is_oom = result.oom_event == k
+        samples.append(MemorySample(
+            request_index=step, request_id=f"event {k}", rank=0, started_at_ns=0, duration_ns=0,
+            input_name=f"after event {k} of {n} ({row['action']} {format_bytes(int(row['size']))})",
+            allocated_bytes=int(row["allocated_bytes"]), allocated_peak_bytes=int(upto["allocated_bytes"].max()),
+            reserved_bytes=int(row["reserved_bytes"]), reserved_peak_bytes=int(upto["reserved_bytes"].max()),
+            active_bytes=int(row["allocated_bytes"]), inactive_split_bytes=int(row["inactive_split_bytes"]),
+            device_used_bytes=int(row["device_used_bytes"]), device_total_bytes=capacity,
+            non_torch_bytes=int(row["device_used_bytes"] - row["reserved_bytes"]),
+            segment_count=int(row["segments"]), num_ooms=int(is_oom), status="oom" if is_oom else "ok",
+            message=str(result.oom).splitlines()[0] if is_oom and result.oom is not None else None))
+    oom_line = str(result.oom).splitlines()[0] if result.oom is not None else None
+    run = Run(name=name or f"replay: {result.conf or 'defaults'}", backend="replay", platform=result.profile,
+              model="recorded trace", conf=result.conf, effective_conf=result.device.settings.conf_text,
+              device_capacity_bytes=capacity, simulated=True,
+              engine_args={"events": n, "steps": len(ends)}, status="oom" if result.oom is not None else "ok",
+              message=oom_line, started_at_ns=time.time_ns(), samples=tuple(samples))
+    return run, {step: snapshots[k] for step, k in enumerate(ends)}
+
+
 __all__ = [
     "RecordedSegmentAddresses",
     "ReplayResult",
@@ -471,5 +548,6 @@ __all__ = [
     "guess_torch_version",
     "recorded_conf",
     "replay",
+    "replay_steps",
     "replay_events",
 ]
