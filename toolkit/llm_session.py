@@ -1,0 +1,231 @@
+"""The plain Python API behind ``%ascend_llm``: start, stop, inspect and use one engine per kernel (or script).
+
+Everything the magic does is a method here, so a script does the same without IPython (CPU vLLM spawns its
+processes, so a script needs a main guard)::
+
+    from toolkit.llm_session import LLMSession
+
+    if __name__ == "__main__":
+        s = LLMSession()
+        s.conf.set_conf("expandable_segments:True")          # the conf Session (what %alloc_conf calls)
+        print(s.start("/models/Qwen3-VL-8B-Instruct", backend="auto", tensor_parallel_size=2))
+        run = s.run_images("photos/", max_tokens=1024)       # one MemorySample per request and rank
+        print(s.stop())
+
+Importing this module never imports torch or vLLM, and never touches a device: the backend is detected from
+installed packages and device files, and the real engine is imported only when it starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import html
+import importlib.util
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ToolkitError
+from toolkit.session import WRITE_VAR, Session
+
+BACKENDS = ("auto", "sim", "cpu", "cuda", "npu")
+# engine arguments the simulator models; the others (enforce_eager, sleep mode, multi-modal limits...) only
+# exist on a real engine
+SIM_ARGS = ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+            "gpu_memory_utilization", "dtype")
+DEFAULT_RUN_DIR = "runs"
+
+
+class EngineSessionError(ToolkitError):
+    """A wrong step with engines (none running, unknown backend...); the message says what to do."""
+
+
+def detect_backend(find_spec: Any = importlib.util.find_spec, exists: Any = glob.glob) -> str:
+    """``npu`` if torch_npu and vllm-ascend are installed and an Ascend device file exists, else ``cuda`` if
+    torch and vLLM are installed and an NVIDIA device file exists, else ``sim``.
+
+    Never imports torch (a device query here could initialise the allocator before the conf is set); the
+    real engine checks the device when it starts. ``cpu`` is never picked automatically: ask for it.
+    """
+    def have(*mods: str) -> bool:
+        return all(find_spec(m) is not None for m in mods)
+
+    if have("torch_npu", "vllm", "vllm_ascend") and exists("/dev/davinci[0-9]*"):
+        return "npu"
+    if have("torch", "vllm") and (exists("/dev/nvidia[0-9]*") or exists("/dev/nvidiactl")):
+        return "cuda"
+    return "sim"
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What runs now (plain data only: holding it never keeps an engine alive)."""
+
+    backend: str | None
+    simulated: bool
+    rows: tuple[tuple[str, str], ...]
+    conf_rows: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def _sections(self) -> list[tuple[str, Sequence[tuple[str, str]]]]:
+        title = "no engine" if self.backend is None else (
+            f"engine [{self.backend}]" + (" [simulated]" if self.simulated else ""))
+        out: list[tuple[str, Sequence[tuple[str, str]]]] = [(title, self.rows)]
+        if self.conf_rows:
+            out.append(("allocator conf, read back from the workers" if not self.simulated
+                        else "allocator conf [simulated]", self.conf_rows))
+        if self.notes:
+            out.append(("notes", [("note", n) for n in self.notes]))
+        return out
+
+    def __str__(self) -> str:
+        parts = []
+        for title, rows in self._sections():
+            width = max((len(k) for k, _ in rows), default=0)
+            parts.append(title + "".join(f"\n  {k.ljust(width)}  {v}" for k, v in rows))
+        return "\n".join(parts)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        out = []
+        for title, rows in self._sections():
+            body = "".join(f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
+                           f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
+            out.append(f"<b>{html.escape(title)}</b><table>{body}</table>")
+        return "<div class='memlab-engine'>" + "".join(out) + "</div>"
+
+
+class LLMSession:
+    """One engine at a time, started with the conf the conf ``Session`` left in the environment.
+
+    Args:
+        conf: the conf session shared with ``%alloc_conf`` (default: a new one on ``os.environ``).
+        run_dir: where ``run_images`` writes its run files (``None``: keep runs in memory).
+    """
+
+    def __init__(self, conf: Session | None = None, *, run_dir: str | os.PathLike[str] | None = DEFAULT_RUN_DIR
+                 ) -> None:
+        self.conf = conf or Session()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.engine: Any = None  # SimEngine | VllmEngine | None
+        self.last_run: Any = None  # the Run of the latest run_images (what %mem_plot shows by default)
+        self._engine_conf: str | None = None  # the platform variable when the engine started
+
+    # -- conf ----------------------------------------------------------------------------------------------
+    def pending_conf(self) -> str | None:
+        """The conf a new engine would start with (the platform's variable, as ``%alloc_conf`` wrote it)."""
+        return self.conf.environ.get(WRITE_VAR[self.conf.platform])
+
+    def conf_changed(self) -> str | None:
+        """A one-line note when the pending conf differs from the running engine's, else None."""
+        if self.engine is None:
+            return None
+        pending = self.pending_conf()
+        given = getattr(getattr(self.engine, "conf", None), "given", None) or {}
+        # in-process engines keep the policy's value in this environment while they run: that is no change
+        if pending == self._engine_conf or pending == given.get(WRITE_VAR[self.conf.platform], self._engine_conf):
+            return None
+        return (f"the conf changed since the engine started ({self._engine_conf!r} -> {pending!r}): an allocator "
+                "reads its conf once, at start, so this needs a new engine: run %ascend_llm MODEL again "
+                "(LLMSession.start)")
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def start(self, model: str, *, backend: str = "auto", name: str | None = None, **engine_args: Any
+              ) -> EngineStatus:
+        """Start ``model`` on ``backend`` with the pending conf (stopping a running engine first).
+
+        ``engine_args``: ``vllm.LLM`` keyword arguments (``tensor_parallel_size``, ``max_model_len``,
+        ``max_num_seqs``, ``max_num_batched_tokens``, ``gpu_memory_utilization``, ``dtype``, ``enforce_eager``,
+        ``enable_sleep_mode``, ``limit_mm_per_prompt``, ``mm_processor_cache_gb``, ...), plus ``policy`` and
+        ``vllm_ascend_version`` (see ``VllmEngine``) and ``max_tokens`` (default per request).
+        """
+        if backend not in BACKENDS:
+            raise EngineSessionError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        chosen = detect_backend() if backend == "auto" else backend
+        notes: list[str] = []
+        if backend == "auto":
+            notes.append(f"backend auto -> {chosen}")
+        if self.engine is not None:
+            old_conf, pending = self._engine_conf, self.pending_conf()
+            report = self.stop()
+            why = (f"the conf changed ({old_conf!r} -> {pending!r}) and an allocator reads its conf once, "
+                   "at start: a new conf means a new engine") if old_conf != pending else "one engine at a time"
+            notes.append(f"stopped the previous engine ({report.name}) first: {why}")
+        conf = self.pending_conf()
+        if chosen == "sim":
+            self.engine = self._start_sim(model, name, engine_args, notes)
+        else:
+            from toolkit.engines.vllm_engine import VllmEngine
+
+            platform = "cuda" if chosen == "cuda" else self.conf.platform
+            if chosen == "cuda" and self.conf.platform != "cuda":
+                notes.append("the cuda backend reads PYTORCH_CUDA_ALLOC_CONF: set it with "
+                             "%alloc_conf --platform cuda ...")
+            self.engine = VllmEngine(model, backend=chosen, platform=platform, name=name, run_dir=self.run_dir,
+                                     environ=self.conf.environ, **engine_args)
+        self._engine_conf = conf
+        return self.status(tuple(notes))
+
+    def _start_sim(self, model: str, name: str | None, engine_args: dict[str, Any], notes: list[str]) -> Any:
+        from toolkit.engines.sim import SimEngine
+
+        args = {k: v for k, v in engine_args.items() if k in SIM_ARGS and v is not None}
+        ignored = sorted(k for k, v in engine_args.items()
+                         if k not in SIM_ARGS and k not in ("policy", "vllm_ascend_version", "max_tokens")
+                         and v is not None)
+        if ignored:
+            notes.append(f"the simulator does not model {', '.join(ignored)}: ignored")
+        platform = self.conf.platform
+        version = engine_args.get("vllm_ascend_version") or "main"
+        if platform != "npu" or engine_args.get("policy") == "none":
+            version = None
+        try:
+            return SimEngine(model, conf=self.pending_conf(), platform=platform, vllm_ascend_version=version,
+                             run_dir=self.run_dir, name=name, **args)
+        except (ToolkitError, ValueError) as exc:
+            raise EngineSessionError(str(exc)) from None
+
+    def stop(self, namespaces: Sequence[Mapping[str, Any]] = ()) -> Any:
+        """Stop the engine and check its processes are gone (a ``StopReport``)."""
+        eng, self.engine = self.engine, None
+        self._engine_conf = None
+        if eng is None:
+            raise EngineSessionError("no engine is running: start one with %ascend_llm MODEL (LLMSession.start)")
+        if hasattr(eng, "stop"):
+            return eng.stop(namespaces=namespaces)
+        from toolkit.engines.vllm_engine import StopReport
+
+        return StopReport(eng.name, notes=("simulated engine: nothing to shut down",))
+
+    def status(self, notes: tuple[str, ...] = ()) -> EngineStatus:
+        """What runs, with which conf (read back from the workers), and whether the conf changed since."""
+        eng = self.engine
+        if eng is None:
+            return EngineStatus(None, False, (("pending conf", repr(self.pending_conf())),), notes=notes)
+        changed = self.conf_changed()
+        notes = (*notes, changed) if changed else notes
+        if getattr(eng, "simulated", False) or getattr(eng, "backend", "") == "sim":
+            rows = (("engine", f"{eng.name} [simulated]"), ("model", eng.model), ("platform", eng.platform),
+                    ("kv cache blocks", str(eng.budget.num_blocks)))
+            conf_rows = (("conf (you asked)", repr(eng.conf)), ("conf (allocator gets)", repr(eng.effective_conf)))
+            return EngineStatus("sim", True, rows, conf_rows, notes)
+        return EngineStatus(eng.backend, False, tuple(eng.status_rows()), tuple(eng.conf.rows()), notes)
+
+    # -- requests ------------------------------------------------------------------------------------------
+    def _engine(self) -> Any:
+        if self.engine is None:
+            raise EngineSessionError("no engine is running: start one with %ascend_llm MODEL (LLMSession.start)")
+        return self.engine
+
+    def generate(self, prompt: Any = None, image: Any = None, **kwargs: Any) -> Any:
+        """One request on the running engine (see ``VllmEngine.generate`` / ``SimEngine.generate``)."""
+        return self._engine().generate(prompt, image, **kwargs)
+
+    def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None,
+                   **kwargs: Any) -> Any:
+        """Send images one at a time; a ``Run`` with one sample per request and rank, written as it goes."""
+        self.last_run = self._engine().run_images(images, prompt, **kwargs)
+        return self.last_run
