@@ -21,7 +21,7 @@ from toolkit.snapshot import (
     trace_events,
 )
 
-DEFAULT = Path("/work/shared/data/traces/cuda-transformer-forward-a.pickle")
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "cuda-transformer-forward-a.pickle"
 
 
 def main() -> None:

@@ -314,3 +314,19 @@ def test_conf_sweep_with_the_seed_scenario(tmp_path) -> None:
     runs = sweep.run()
     assert [r.effective_conf for r in runs] == ["", "expandable_segments:True"]
     assert all(r.simulated and r.requests_served == 3 for r in runs)
+
+
+def test_conf_sweep_keeps_going_when_one_engine_cannot_start() -> None:
+    from toolkit.engines.sim import EngineError
+
+    def runner(conf: str, fraction: float | None) -> Run:
+        if conf == "max_split_size_mb:256":
+            raise EngineError("simulated engine start failed: no room for the KV cache")
+        return make_run(4, conf=conf, name=conf or "default")
+
+    sweep = ConfSweep(runner, mode="widget", options={"max_split_size_mb": "-, 256"})
+    sweep.widget  # noqa: B018 - builds the panel
+    runs = sweep.run()
+    assert [r.conf for r in runs] == [""]
+    assert sweep.failed == [("max_split_size_mb:256", "simulated engine start failed: no room for the KV cache")]
+    assert "1 could not start (max_split_size_mb:256: simulated engine start failed" in sweep._ui["status"].value

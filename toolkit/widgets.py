@@ -992,6 +992,7 @@ class ConfSweep:
         self._runner = runner
         self.runs: list[Run] = []
         self.rejected: list[tuple[str, str]] = []
+        self.failed: list[tuple[str, str]] = []  # conf, why its engine could not start
         self._ui: dict[str, Any] = {}
         self._box: Any = None
 
@@ -1012,13 +1013,21 @@ class ConfSweep:
 
     def run(self) -> list[Run]:
         """Run every valid combination (updating the panel after each); returns the runs."""
+        from toolkit.errors import ToolkitError
+
         valid, self.rejected = self.combinations()
-        self.runs = []
+        self.runs, self.failed = [], []
         for i, conf in enumerate(valid):
             self._status(f"running {i + 1}/{len(valid)} (simulated): {conf or 'defaults'} …")
-            self.runs.append(self.runner(conf, self.memory_fraction))
+            try:
+                self.runs.append(self.runner(conf, self.memory_fraction))
+            except ToolkitError as err:  # e.g. the engine cannot even start under this conf: a result too
+                self.failed.append((conf, str(err).splitlines()[0]))
+                continue
             self._refresh()
+        failures = "; ".join(f"{conf or 'defaults'}: {why}" for conf, why in self.failed)
         self._status(f"done: {len(self.runs)} simulated runs" +
+                     (f", {len(self.failed)} could not start ({failures})" if self.failed else "") +
                      (f", {len(self.rejected)} combinations rejected" if self.rejected else ""))
         return self.runs
 

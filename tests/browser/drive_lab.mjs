@@ -18,7 +18,7 @@ const [mode, argJson] = process.argv.slice(2);
 const args = JSON.parse(argJson || '{}');
 const T = args.timeoutMs || 180000;
 const CHROMIUM = args.chromium || '/usr/bin/chromium';
-// The probe's flags (/work/.library/env/machines/python.md): no GPU, no QUIC, no background traffic.
+// Flags for a closed network with no GPU: no QUIC, no background traffic, no component updates.
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
