@@ -13,3 +13,7 @@ class TooLateError(ToolkitError):
     A caching allocator parses its conf once, at its first allocation; setting the variable afterwards
     changes nothing in that process. Raised instead of pretending the new conf applies.
     """
+
+
+class EngineError(ToolkitError, RuntimeError):
+    """An engine (simulated or real) cannot do what was asked: not installed, failed to start, dead, bad input."""

@@ -269,6 +269,58 @@ class RunWriter:
 # -- reading ----------------------------------------------------------------------------------------
 
 
+
+class MemoryRunWriter:
+    """``RunWriter``'s interface without a file, for a run nobody asked to keep on disk."""
+
+    def __init__(self, header: Run) -> None:
+        self._header = header
+        self._samples: list[MemorySample] = []
+        self._run: Run | None = None
+
+    def append(self, *samples: MemorySample) -> None:
+        self._samples.extend(samples)
+
+    @property
+    def run(self) -> Run:
+        return self._run or self._header.with_samples(self._samples)
+
+    def finish(self, status: RunStatus = "ok", message: str | None = None) -> Run:
+        if self._run is None:
+            self._run = replace(self._header.with_samples(self._samples), status=status, message=message,
+                                finished_at_ns=time.time_ns())
+        return self._run
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """One request on any engine: what went in, the tokens, the text (real engines only), memory per rank."""
+
+    request_index: int
+    request_id: str
+    status: SampleStatus
+    message: str | None
+    input_name: str | None
+    image_width_px: int | None
+    image_height_px: int | None
+    resized_width_px: int | None
+    resized_height_px: int | None
+    visual_tokens: int
+    prompt_tokens: int
+    output_tokens: int
+    samples: tuple[MemorySample, ...]
+    text: str | None = None  # None for the simulator, which never produces model text
+    simulated: bool = False
+
+    def __repr__(self) -> str:
+        from toolkit.units import format_bytes
+
+        s = self.samples[0] if self.samples else None
+        mem = f", reserved={format_bytes(s.reserved_bytes)}, non_torch={format_bytes(s.non_torch_bytes)}" if s else ""
+        label = "[simulated]" if self.simulated else ""
+        return (f"RequestResult{label}(#{self.request_index} {self.status}, {self.prompt_tokens} prompt + "
+                f"{self.output_tokens} output tokens{mem})")
+
 def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from toolkit.errors import ToolkitError
-from toolkit.records import MemorySample, Run, RunStatus, RunWriter
+from toolkit.errors import EngineError
+from toolkit.records import MemoryRunWriter, MemorySample, RequestResult, Run, RunStatus, RunWriter
 from toolkit.units import MiB
 from toolkit.workload.budget import DeviceSnapshot, KvBudget, kv_budget
 from toolkit.workload.encoder_cache import EncoderCacheBook
@@ -76,59 +76,10 @@ ATB_TILING_POOL_BYTES = 98 * MiB
 OutputTokens = Literal["max", "uniform"] | int
 
 
-class EngineError(ToolkitError, RuntimeError):
-    """The simulated engine cannot do what was asked (it died of an OOM, bad input, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestResult:
-    """One request: what went in, how many tokens, and device memory per rank. Always simulated."""
-
-    request_index: int
-    request_id: str
-    status: Literal["ok", "oom", "error"]
-    message: str | None
-    input_name: str | None
-    image_width_px: int | None
-    image_height_px: int | None
-    resized_width_px: int | None
-    resized_height_px: int | None
-    visual_tokens: int
-    prompt_tokens: int
-    output_tokens: int
-    samples: tuple[MemorySample, ...]
-    text: None = None  # the simulator never produces model text
-    simulated: bool = True
-
-    def __repr__(self) -> str:
-        s = self.samples[0] if self.samples else None
-        mem = f", reserved={s.reserved_bytes}, non_torch={s.non_torch_bytes}" if s else ""
-        return (f"RequestResult[simulated](#{self.request_index} {self.status}, {self.prompt_tokens} prompt + "
-                f"{self.output_tokens} output tokens{mem})")
 
 
-class _MemoryWriter:
-    """RunWriter's interface without a file (a run nobody asked to keep on disk)."""
-
-    def __init__(self, header: Run) -> None:
-        self._header = header
-        self._samples: list[MemorySample] = []
-        self._run: Run | None = None
-
-    def append(self, *samples: MemorySample) -> None:
-        self._samples.extend(samples)
-
-    @property
-    def run(self) -> Run:
-        return self._run or self._header.with_samples(self._samples)
-
-    def finish(self, status: RunStatus = "ok", message: str | None = None) -> Run:
-        from dataclasses import replace
-
-        if self._run is None:
-            self._run = replace(self._header.with_samples(self._samples), status=status, message=message,
-                                finished_at_ns=time.time_ns())
-        return self._run
 
 
 def _load_image(image: Any) -> tuple[str | None, int, int, str]:
@@ -468,7 +419,7 @@ class SimEngine:
             self._dead = f"out of memory at request {index}"
         samples = self._sample(index, request_id, started, info, status, message)
         return RequestResult(request_index=index, request_id=request_id, status=status, message=message,
-                             samples=samples, **info)  # type: ignore[arg-type]
+                             samples=samples, simulated=True, **info)  # type: ignore[arg-type]
 
     def _encode(self, key: str, grid: ImageGrid) -> None:
         evicted = self.encoder_book.admit(key, grid.visual_tokens)
@@ -507,7 +458,7 @@ class SimEngine:
         header = self.header(name)
         path = Path(run_path) if run_path is not None else (
             self.run_dir / f"{header.name}-{header.started_at_ns}.jsonl" if self.run_dir is not None else None)
-        writer: RunWriter | _MemoryWriter = RunWriter(path, header) if path is not None else _MemoryWriter(header)
+        writer: RunWriter | MemoryRunWriter = RunWriter(path, header) if path is not None else MemoryRunWriter(header)
         status: RunStatus = "ok"
         message = None
         bar = None

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit import guard
 from toolkit.engines.sim import IMAGE_EXTENSIONS, list_images
-from toolkit.errors import TooLateError, ToolkitError
-from toolkit.records import MemorySample, Run, RunStatus, RunWriter
+from toolkit.errors import EngineError, TooLateError, ToolkitError
+from toolkit.records import MemoryRunWriter, MemorySample, RequestResult, Run, RunStatus, RunWriter
 from toolkit.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,35 +64,8 @@ Policy = Literal["upstream", "recommended", "none"]
 POLICIES = ("upstream", "recommended", "none")
 
 
-class EngineError(ToolkitError, RuntimeError):
-    """The real engine cannot do what was asked (not installed, failed to start, dead, bad input)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestResult:
-    """One request on a real engine: what went in, the tokens, the text, device memory per rank."""
-
-    request_index: int
-    request_id: str
-    status: Literal["ok", "oom", "error"]
-    message: str | None
-    input_name: str | None
-    image_width_px: int | None
-    image_height_px: int | None
-    resized_width_px: int | None
-    resized_height_px: int | None
-    visual_tokens: int
-    prompt_tokens: int
-    output_tokens: int
-    samples: tuple[MemorySample, ...]
-    text: str | None = None
-    simulated: bool = False
-
-    def __repr__(self) -> str:
-        s = self.samples[0] if self.samples else None
-        mem = f", reserved={format_bytes(s.reserved_bytes)}, non_torch={format_bytes(s.non_torch_bytes)}" if s else ""
-        return (f"RequestResult(#{self.request_index} {self.status}, {self.prompt_tokens} prompt + "
-                f"{self.output_tokens} output tokens{mem})")
 
 
 # -- views (hold plain data only: never a reference to the engine) -----------------------------------
@@ -821,7 +794,7 @@ class VllmEngine:
         header = self.header(name)
         path = Path(run_path) if run_path is not None else (
             self.run_dir / f"{header.name}-{header.started_at_ns}.jsonl" if self.run_dir is not None else None)
-        writer: Any = RunWriter(path, header) if path is not None else _MemoryWriter(header)
+        writer: Any = RunWriter(path, header) if path is not None else MemoryRunWriter(header)
         status: RunStatus = "ok"
         message = None
         bar = None
@@ -952,21 +925,3 @@ class VllmEngine:
         return f"VllmEngine({self.model}, backend={self.backend}, {state}, conf={self.conf.effective_conf!r})"
 
 
-class _MemoryWriter:
-    """RunWriter's interface without a file (a run nobody asked to keep on disk)."""
-
-    def __init__(self, header: Run) -> None:
-        self._header = header
-        self._samples: list[MemorySample] = []
-        self._run: Run | None = None
-
-    def append(self, *samples: MemorySample) -> None:
-        self._samples.extend(samples)
-
-    def finish(self, status: RunStatus = "ok", message: str | None = None) -> Run:
-        from dataclasses import replace
-
-        if self._run is None:
-            self._run = replace(self._header.with_samples(self._samples), status=status, message=message,
-                                finished_at_ns=time.time_ns())
-        return self._run
