@@ -507,3 +507,21 @@ def test_other_device_is_empty_and_import_is_pure():
     out = subprocess.run([sys.executable, "-c", "import toolkit.snapshot, sys; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_simulated_npu_snapshot_keeps_workspace_apart_with_or_without_a_trace(history):
+    from toolkit.sim import SimDevice
+    from toolkit.snapshot import normalize_snapshot
+
+    dev = SimDevice("npu", "", capacity_bytes=8 * 2**30)
+    if history:
+        dev.record_history()
+    dev.malloc(3 * 2**20)
+    dev.workspace(64 * 2**20)
+    raw = dev.snapshot()
+    raw.pop("flavor", None)  # force a full normalisation, as for a file
+    snap = normalize_snapshot(raw)
+    assert len(snap["workspace_segments"]) == 1
+    assert sum(s["total_size"] for s in snap["segments"]) == dev.memory_reserved()
+    assert all(e["action"] != "workspace_snapshot" for t in snap["device_traces"] for e in t)

@@ -572,6 +572,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             "torch_version": self.torch_version,
             "capacity_bytes": self.capacity_bytes,
             "tie_break": self.settings.tie_break,
+            # lets toolkit.snapshot tell workspace segments apart even without a trace
+            "workspace_addresses": sorted(b.address for b in self._ws.blocks.values()) if self.profile == "npu" else [],
         }
         return out
 

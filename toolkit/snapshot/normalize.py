@@ -81,15 +81,18 @@ def normalize_snapshot(
 
     segments = [_segment(s, i, source) for i, s in enumerate(segments_raw)]
     traces = [[_entry(e, d, i, source) for i, e in enumerate(t)] for d, t in enumerate(traces_raw)]
+    simulator = raw.get("simulator")  # snapshots from toolkit.sim say which allocator they model
     if flavor is None:
-        flavor = cast(Flavor, raw.get("flavor")) or _detect_flavor(raw, segments_raw, traces)
+        profile = simulator.get("profile") if isinstance(simulator, Mapping) else None
+        flavor = cast(Flavor, raw.get("flavor") or profile) or _detect_flavor(raw, segments_raw, traces)
     if flavor not in ("cuda", "npu"):
         raise SnapshotError(f"{source}: unknown flavor {flavor!r}; expected 'cuda' or 'npu'")
 
     out: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("segments", "device_traces")}
     out["flavor"] = flavor
     if flavor == "npu":
-        segments, traces, ws_segments, ws_traces = _split_workspace(segments, traces)
+        known = simulator.get("workspace_addresses") if isinstance(simulator, Mapping) else None
+        segments, traces, ws_segments, ws_traces = _split_workspace(segments, traces, known)
         # keep what an earlier normalisation (or a writer) already separated
         out["workspace_segments"] = list(raw.get("workspace_segments", [])) + ws_segments
         out["workspace_traces"] = _merge_traces(raw.get("workspace_traces", []), ws_traces)
@@ -224,20 +227,26 @@ def _detect_flavor(raw: Mapping[str, Any], segments_raw: list[Any], traces: list
 
 
 def _split_workspace(
-    segments: list[Segment], traces: list[list[TraceEntry]]
+    segments: list[Segment], traces: list[list[TraceEntry]], known: Any = None
 ) -> tuple[list[Segment], list[list[TraceEntry]], list[Segment], list[list[TraceEntry]]]:
+    """Separate the NPU workspace allocator's segments and trace entries from the caching allocator's.
+
+    ``known``: workspace segment addresses the writer listed (the simulator does, in
+    ``snapshot["simulator"]["workspace_addresses"]``); otherwise the trace, else address order, decides.
+    """
+    listed = None if known is None else {int(a) for a in known}
     ws_addrs: dict[int, set[int]] = {}
     ws_traces: list[list[TraceEntry]] = []
     rest_traces: list[list[TraceEntry]] = []
     for device, trace in enumerate(traces):
-        addrs = {e["addr"] for e in trace if e["action"] == "workspace_snapshot"}
+        addrs = listed if listed is not None else {e["addr"] for e in trace if e["action"] == "workspace_snapshot"}
         ws_addrs[device] = addrs
         n = 0  # the workspace entries are a prefix of the device trace
         while n < len(trace) and trace[n]["action"] in _WORKSPACE_ACTIONS and trace[n]["addr"] in addrs:
             n += 1
         ws_traces.append(trace[:n])
         rest_traces.append(trace[n:])
-    have_trace = any(ws_addrs.values()) or any(traces)
+    have_trace = listed is not None or any(ws_addrs.values()) or any(traces)
     keep: list[Segment] = []
     ws: list[Segment] = []
     last_addr: dict[int, int] = {}
@@ -245,7 +254,7 @@ def _split_workspace(
     for seg in segments:
         d = seg["device"]
         if have_trace:
-            (ws if seg["address"] in ws_addrs.get(d, ()) else keep).append(seg)
+            (ws if seg["address"] in ws_addrs.get(d, listed or ()) else keep).append(seg)
             continue
         if d in broken or seg["address"] < last_addr.get(d, -1):  # order heuristic, see module docstring
             broken.add(d)
