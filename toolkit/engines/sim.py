@@ -32,12 +32,12 @@ import os
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.errors import EngineError
-from toolkit.records import MemoryRunWriter, MemorySample, RequestResult, Run, RunStatus, RunWriter
+from toolkit.engines.runloop import run_path_for, run_requests
+from toolkit.records import MemorySample, RequestResult, Run
 from toolkit.units import MiB
 from toolkit.workload.budget import DeviceSnapshot, KvBudget, kv_budget
 from toolkit.workload.encoder_cache import EncoderCacheBook
@@ -456,35 +456,9 @@ class SimEngine:
         """
         items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         header = self.header(name)
-        path = Path(run_path) if run_path is not None else (
-            self.run_dir / f"{header.name}-{header.started_at_ns}.jsonl" if self.run_dir is not None else None)
-        writer: RunWriter | MemoryRunWriter = RunWriter(path, header) if path is not None else MemoryRunWriter(header)
-        status: RunStatus = "ok"
-        message = None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(items), desc=f"{self.effective_conf or 'default'} [simulated]", unit="req")
-        try:
-            for item in items:
-                result = self.generate(prompt, item, max_tokens=max_tokens)
-                writer.append(*result.samples)
-                if bar is not None:
-                    bar.update(1)
-                if result.status == "oom":
-                    status, message = "oom", f"out of memory at request {result.request_index}: {result.message}"
-                    break
-        except KeyboardInterrupt:
-            writer.finish("interrupted", "interrupted by the user")
-            raise
-        except Exception as exc:
-            writer.finish("error", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        return writer.finish(status, message)
+        return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
+                            path=run_path_for(header, run_path, self.run_dir), total=len(items),
+                            progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]")
 
     def __repr__(self) -> str:
         return (f"SimEngine[simulated]({self.model}, platform={self.platform}, conf={self.effective_conf!r}, "

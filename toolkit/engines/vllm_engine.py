@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from toolkit import guard
 from toolkit.engines.sim import IMAGE_EXTENSIONS, list_images
 from toolkit.errors import EngineError, TooLateError, ToolkitError
-from toolkit.records import MemoryRunWriter, MemorySample, RequestResult, Run, RunStatus, RunWriter
+from toolkit.engines.runloop import run_path_for, run_requests
+from toolkit.records import MemorySample, RequestResult, Run
 from toolkit.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -792,39 +793,9 @@ class VllmEngine:
             raise EngineError(f"no images to send (give a folder with {', '.join(IMAGE_EXTENSIONS)} files "
                               "or a list)")
         header = self.header(name)
-        path = Path(run_path) if run_path is not None else (
-            self.run_dir / f"{header.name}-{header.started_at_ns}.jsonl" if self.run_dir is not None else None)
-        writer: Any = RunWriter(path, header) if path is not None else MemoryRunWriter(header)
-        status: RunStatus = "ok"
-        message = None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc=f"{header.effective_conf or 'default'} [{self.backend}]", unit="req")
-        try:
-            for item in items:
-                result = self.generate(prompt, item, max_tokens=max_tokens)
-                writer.append(*result.samples)
-                if bar is not None:
-                    s = result.samples[0]
-                    bar.set_postfix_str(f"reserved {format_bytes(s.reserved_bytes)}, "
-                                        f"non-torch {format_bytes(s.non_torch_bytes)}", refresh=False)
-                    bar.update(1)
-                if result.status != "ok":
-                    status = result.status
-                    message = f"{result.status} at request {result.request_index}: {result.message}"
-                    break
-        except KeyboardInterrupt:
-            writer.finish("interrupted", "interrupted by the user")
-            raise
-        except Exception as exc:
-            writer.finish("error", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        return writer.finish(status, message)
+        return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
+                            path=run_path_for(header, run_path, self.run_dir), total=total, progress=progress,
+                            desc=f"{header.effective_conf or 'default'} [{self.backend}]")
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def stop(self, timeout_s: float = STOP_TIMEOUT_S, namespaces: Sequence[Mapping[str, Any]] = ()) -> StopReport:

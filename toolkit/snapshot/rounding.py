@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.sim.constants import LARGE_BUFFER_BYTES, MIN_BLOCK_BYTES, NPU_PAD_BYTES
+from toolkit.sim.constants import LARGE_BUFFER_BYTES, NPU_PAD_BYTES
 from toolkit.sim.rounding import is_small, round_size
 
 LARGE_SPLIT_SLACK_BYTES = 1024 * 1024  # large-pool blocks are split only when the rest is > 1 MiB
