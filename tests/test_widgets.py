@@ -24,7 +24,6 @@ from toolkit.widgets import (
     SnapshotRecorder,
     WidgetError,
     conf_combinations,
-    observe_requests,
     parse_choices,
     snapshot_lookup,
     validate_confs,
@@ -171,15 +170,24 @@ def test_snapshot_lookup_accepts_sources_mappings_and_callables() -> None:
         snapshot_lookup(42)
 
 
-def test_observe_requests_wraps_and_restores_generate() -> None:
+def test_engines_report_each_result_to_on_result_once_its_samples_are_kept() -> None:
     engine = small_engine()
     seen: list[int] = []
-    with observe_requests(engine, lambda r: seen.append(r.request_index)):
-        engine.run_images(images(3), max_tokens=8, progress=False)
-    assert seen == [0, 1, 2]
-    assert "generate" not in vars(engine)  # the class method is back
-    engine.generate(None, images(1)[0], max_tokens=8)
-    assert seen == [0, 1, 2]
+    run = engine.run_images(images(3), max_tokens=8, progress=False,
+                            on_result=lambda r: seen.append(r.request_index))
+    assert seen == [0, 1, 2] and [s.request_index for s in run.samples] == [0, 1, 2]
+
+
+def test_watch_refuses_an_engine_it_cannot_follow() -> None:
+    class Blind:
+        def header(self):
+            return make_run(0)
+
+        def run_images(self, images, **kwargs):
+            raise AssertionError("must not run")
+
+    with pytest.raises(WidgetError, match="on_result"):
+        watch(Blind(), [], record_snapshots=False, show=False)
 
 
 def test_watch_a_simulated_run_live_with_snapshots() -> None:

@@ -17,13 +17,12 @@ with a ``SnapshotRecorder``. Real backends have them when recording is on.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import inspect
 import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -480,31 +479,6 @@ class LiveFigure:
 # -- running an engine with live views ------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def observe_requests(engine: Any, callback: Callable[[Any], None]) -> Iterator[None]:
-    """Call ``callback(result)`` after every request ``engine.generate`` serves, while the block runs.
-
-    For engines whose ``run_images`` has no ``on_result`` parameter: the bound ``generate`` is wrapped
-    on the instance for the duration of the block and restored afterwards.
-    """
-    had_own = "generate" in vars(engine)
-    original = engine.generate
-
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        callback(result)
-        return result
-
-    engine.generate = generate
-    try:
-        yield
-    finally:
-        if had_own:
-            engine.generate = original
-        else:
-            del engine.generate
-
-
 @dataclass
 class Watched:
     """What ``watch`` returns: the finished run, its live figure and the recorded snapshots."""
@@ -540,7 +514,7 @@ def watch(
 ) -> Watched:
     """Run ``engine.run_images(images, **run_kwargs)`` with a live figure and per-request snapshots.
 
-    ``engine``: a ``SimEngine`` or any engine with ``header()``, ``run_images`` and ``generate`` (the
+    ``engine``: a ``SimEngine`` or any engine with ``header()`` and ``run_images(..., on_result=)`` (the
     real engines share that interface); snapshots need ``engine.device.snapshot()``. The live figure is
     displayed before the first request (``show=False`` to display it yourself).
     """
@@ -563,11 +537,9 @@ def watch(
 
     if figure is not None and show:
         _display(figure)
-    if "on_result" in inspect.signature(engine.run_images).parameters:
-        run = engine.run_images(images, on_result=on_result, **run_kwargs)
-    else:
-        with observe_requests(engine, on_result):
-            run = engine.run_images(images, **run_kwargs)
+    if "on_result" not in inspect.signature(engine.run_images).parameters:
+        raise WidgetError(f"{type(engine).__name__}.run_images takes no on_result callback: watch() cannot follow it")
+    run = engine.run_images(images, on_result=on_result, **run_kwargs)
     if figure is not None:
         figure.finish(run)
     return Watched(run=run, live=figure, snapshots=recorder)

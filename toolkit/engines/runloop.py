@@ -32,11 +32,13 @@ def run_requests(
     total: int | None,
     progress: bool,
     desc: str,
+    on_result: Callable[[RequestResult], None] | None = None,
 ) -> Run:
     """Call ``send(item)`` for each item, appending its samples; stop at the first non-ok request.
 
     The run file (if any) is appended and flushed per request; an exception or an interrupt finishes the
-    run as ``error``/``interrupted`` with every earlier sample kept, then propagates.
+    run as ``error``/``interrupted`` with every earlier sample kept, then propagates. ``on_result`` is
+    called with each request's result once its samples are safe (live figures, snapshot recorders).
     """
     writer: RunWriter | MemoryRunWriter = RunWriter(path, header) if path is not None else MemoryRunWriter(header)
     status: RunStatus = "ok"
@@ -50,6 +52,8 @@ def run_requests(
         for item in items:
             result = send(item)
             writer.append(*result.samples)
+            if on_result is not None:
+                on_result(result)
             if bar is not None:
                 if result.samples:
                     s = result.samples[0]

@@ -31,7 +31,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -447,7 +447,8 @@ class SimEngine:
 
     def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
                    max_tokens: int = 1024, progress: bool = True, run_path: str | os.PathLike[str] | None = None,
-                   name: str | None = None) -> Run:
+                   name: str | None = None,
+                   on_result: Callable[[RequestResult], None] | None = None) -> Run:
         """Send the images one by one (like the seed script); one ``MemorySample`` per request and rank.
 
         ``images``: a folder (its image files, sorted by name) or a list of paths / PIL images. An OOM
@@ -458,7 +459,8 @@ class SimEngine:
         header = self.header(name)
         return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=len(items),
-                            progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]")
+                            progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]",
+                            on_result=on_result)
 
     def __repr__(self) -> str:
         return (f"SimEngine[simulated]({self.model}, platform={self.platform}, conf={self.effective_conf!r}, "

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -776,7 +776,8 @@ class VllmEngine:
 
     def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
                    max_tokens: int | None = None, progress: bool = True,
-                   run_path: str | os.PathLike[str] | None = None, name: str | None = None) -> Run:
+                   run_path: str | os.PathLike[str] | None = None, name: str | None = None,
+                   on_result: Callable[[RequestResult], None] | None = None) -> Run:
         """Send the images one at a time (like the seed script); one ``MemorySample`` per request and rank,
         appended to the run file as it arrives.
 
@@ -795,7 +796,8 @@ class VllmEngine:
         header = self.header(name)
         return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=total, progress=progress,
-                            desc=f"{header.effective_conf or 'default'} [{self.backend}]")
+                            desc=f"{header.effective_conf or 'default'} [{self.backend}]",
+                            on_result=on_result)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def stop(self, timeout_s: float = STOP_TIMEOUT_S, namespaces: Sequence[Mapping[str, Any]] = ()) -> StopReport:
