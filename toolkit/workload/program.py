@@ -79,6 +79,13 @@ class WorkspacePolicy:
     ``memory_reserved``: it lands in vLLM's "non-torch" memory). The per-call sizes are kernel-internal;
     to calibrate, record ``torch_npu.npu.memory._snapshot()`` on an Ascend host during one request and read
     the workspace segment sizes, then set these per-token coefficients.
+
+    Which allocator serves a workspace depends on the dispatch path (read in op-plugin ``op_api_common.h``
+    and torch_npu ``OpPreparation.cpp``, 2026 sources): ``EXEC_NPU_CMD`` takes its V2 path only with
+    ``TASK_QUEUE_ENABLE=2`` and then calls ``unsafe_empty_workspace(size, stream)`` -> NPUWorkspaceAllocator
+    (non-torch, grows to the largest workspace per stream); the V1 path calls ``unsafe_empty_workspace(size)``
+    -> the caching allocator (counted as torch memory). So a growing non-torch figure per image size, as in
+    vllm-ascend PR #5855, is expected under ``TASK_QUEUE_ENABLE=2`` and not under ``1``; unverified on hardware.
     """
 
     vision_attention_bytes_per_patch: int = 0
