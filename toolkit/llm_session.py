@@ -29,6 +29,7 @@ from typing import Any
 
 from toolkit.errors import ToolkitError
 from toolkit.session import WRITE_VAR, Session
+from toolkit.views import rows_html, rows_text
 
 BACKENDS = ("auto", "sim", "cpu", "cuda", "npu")
 # engine arguments the simulator models; the others (enforce_eager, sleep mode, multi-modal limits...) only
@@ -81,20 +82,12 @@ class EngineStatus:
         return out
 
     def __str__(self) -> str:
-        parts = []
-        for title, rows in self._sections():
-            width = max((len(k) for k, _ in rows), default=0)
-            parts.append(title + "".join(f"\n  {k.ljust(width)}  {v}" for k, v in rows))
-        return "\n".join(parts)
+        return "\n".join(f"{title}\n{rows_text(rows)}" for title, rows in self._sections())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        out = []
-        for title, rows in self._sections():
-            body = "".join(f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
-                           f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
-            out.append(f"<b>{html.escape(title)}</b><table>{body}</table>")
+        out = [f"<b>{html.escape(title)}</b>" + rows_html(rows) for title, rows in self._sections()]
         return "<div class='memlab-engine'>" + "".join(out) + "</div>"
 
 
@@ -196,7 +189,7 @@ class LLMSession:
             raise EngineSessionError("no engine is running: start one with %ascend_llm MODEL (LLMSession.start)")
         if hasattr(eng, "stop"):
             return eng.stop(namespaces=namespaces)
-        from toolkit.engines.vllm_engine import StopReport
+        from toolkit.engines.engine_views import StopReport
 
         return StopReport(eng.name, notes=("simulated engine: nothing to shut down",))
 

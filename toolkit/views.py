@@ -6,6 +6,7 @@ Views only format; they never compute. Magics return them so ``_``, assignment a
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from toolkit.policy import PolicyResult
 
 
-def _table_html(rows: list[tuple[str, str]], header: tuple[str, str] = ("", "")) -> str:
+def rows_html(rows: Sequence[tuple[str, str]], header: tuple[str, str] = ("", "")) -> str:
+    """Two-column HTML table (keys in code font), escaped: what every toolkit view shows in a notebook."""
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in header)
     body = "".join(
         f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
@@ -24,7 +26,8 @@ def _table_html(rows: list[tuple[str, str]], header: tuple[str, str] = ("", ""))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _table_text(rows: list[tuple[str, str]]) -> str:
+def rows_text(rows: Sequence[tuple[str, str]]) -> str:
+    """The same rows as aligned plain text, for terminals and scripts."""
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
@@ -57,12 +60,12 @@ class PolicyView:
         return rows
 
     def __str__(self) -> str:
-        return f"After {self.upstream.policy}:\n{_table_text(self._rows())}"
+        return f"After {self.upstream.policy}:\n{rows_text(self._rows())}"
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        return f"<b>After {html.escape(self.upstream.policy)}</b>" + _table_html(self._rows())
+        return f"<b>After {html.escape(self.upstream.policy)}</b>" + rows_html(self._rows())
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class ConfStatus:
     def __str__(self) -> str:
         parts = []
         for title, rows in self._sections():
-            parts.append((f"{title}\n" if title else "") + _table_text(rows))
+            parts.append((f"{title}\n" if title else "") + rows_text(rows))
         if self.after_policy is not None:
             parts.append(str(self.after_policy))
         return "\n".join(parts)
@@ -121,7 +124,7 @@ class ConfStatus:
 
     def _repr_html_(self) -> str:
         parts = [
-            (f"<b>{html.escape(title)}</b>" if title else "") + _table_html(rows)
+            (f"<b>{html.escape(title)}</b>" if title else "") + rows_html(rows)
             for title, rows in self._sections()
         ]
         if self.after_policy is not None:

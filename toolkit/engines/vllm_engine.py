@@ -28,7 +28,6 @@ every engine process is gone, killing stragglers.
 from __future__ import annotations
 
 import gc
-import html
 import json
 import os
 import subprocess
@@ -37,13 +36,13 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence, Sized
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit import guard
 from toolkit.engines.sim import IMAGE_EXTENSIONS, list_images
 from toolkit.errors import EngineError, TooLateError, ToolkitError
+from toolkit.engines.engine_views import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
 from toolkit.records import MemorySample, RequestResult, Run
 from toolkit.units import format_bytes
@@ -55,141 +54,11 @@ EXTENSION = "toolkit.engines.extension.MemlabWorkerExtension"
 REAL_BACKENDS = ("cpu", "cuda", "npu")
 PROBE_BACKEND = {"cpu": "host", "cuda": "cuda", "npu": "npu"}
 RUN_PLATFORM = {"cpu": "cpu", "cuda": "cuda", "npu": "npu"}
-NPU_VAR = "PYTORCH_NPU_ALLOC_CONF"
-CONF_VAR = {"npu": NPU_VAR, "cuda": "PYTORCH_CUDA_ALLOC_CONF"}
-ALLOC_VARS = ("PYTORCH_NPU_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF")
 RPC_TIMEOUT_S = 60.0
 BASELINE_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 Policy = Literal["upstream", "recommended", "none"]
 POLICIES = ("upstream", "recommended", "none")
-
-
-
-
-
-
-# -- views (hold plain data only: never a reference to the engine) -----------------------------------
-
-
-def _rows_html(rows: Sequence[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
-                   f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
-
-
-def _rows_text(rows: Sequence[tuple[str, str]]) -> str:
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
-
-
-@dataclass(frozen=True)
-class ConfReadback:
-    """The allocator conf: as the user asked, as given to the engine (after the policy), as each worker sees it."""
-
-    platform: str  # the allocator the conf targets: "npu" | "cuda"
-    backend: str
-    requested: dict[str, str | None]  # allocator variables before the start (what %alloc_conf left)
-    given: dict[str, str | None]  # after the policy: what the engine processes inherited
-    workers: tuple[dict[str, Any], ...]  # memlab_effective_conf of every rank
-    policy_notes: tuple[str, ...] = ()
-
-    @property
-    def variable(self) -> str:
-        return CONF_VAR.get(self.platform, NPU_VAR)
-
-    @property
-    def requested_conf(self) -> str | None:
-        return self.requested.get(self.variable)
-
-    @property
-    def effective_conf(self) -> str | None:
-        """The value of the platform's variable inside rank 0 (what its allocator reads)."""
-        return self.workers[0]["environ"].get(self.variable) if self.workers else None
-
-    @property
-    def differences(self) -> tuple[str, ...]:
-        """Every place where what a worker runs with differs from what the user asked for."""
-        out = []
-        for w in self.workers:
-            for var in ALLOC_VARS:
-                asked, seen = self.requested.get(var), w["environ"].get(var)
-                if asked != seen:
-                    out.append(f"rank {w['rank']}: {var} is {seen!r}, you asked for {asked!r}")
-            seg = w.get("segments", {})
-            if seg.get("known") and self._wants_expandable(w) != seg.get("expandable"):
-                out.append(f"rank {w['rank']}: segments are {'' if seg['expandable'] else 'not '}expandable, "
-                           f"but the conf says expandable_segments:{self._wants_expandable(w)} (torch_npu falls "
-                           "back silently when aclrtReserveMemAddress fails)")
-        return tuple(out)
-
-    def _wants_expandable(self, worker: Mapping[str, Any]) -> bool:
-        conf = worker["environ"].get(self.variable) or ""
-        items = dict(item.split(":", 1) for item in conf.split(",") if ":" in item)
-        return items.get("expandable_segments", "").strip() == "True"
-
-    def rows(self) -> list[tuple[str, str]]:
-        var = self.variable
-        rows = [(f"{var} (you asked)", repr(self.requested.get(var))),
-                (f"{var} (given to the engine)", repr(self.given.get(var)))]
-        rows += [("policy", n) for n in self.policy_notes]
-        for w in self.workers:
-            r = w["rank"]
-            rows.append((f"rank {r} (pid {w['pid']}) sees", repr(w["environ"].get(var))))
-            if w.get("allocator_settings"):
-                rows.append((f"rank {r} allocator parsed", w["allocator_settings"]))
-            seg = w.get("segments", {})
-            if seg.get("known"):
-                rows.append((f"rank {r} segments", f"{seg['expandable_segments']}/{seg['segments']} expandable"))
-            else:
-                rows.append((f"rank {r} segments", f"unknown: {seg.get('reason', 'n/a')}"))
-        if self.backend == "cpu":
-            rows.append(("note", "the CPU backend allocates host memory: the conf reaches the workers but no "
-                                 "caching allocator reads it"))
-        rows += [("DIFFERS", d) for d in self.differences] or [("differences", "none")]
-        return rows
-
-    def __str__(self) -> str:
-        return "allocator conf, read back from the workers\n" + _rows_text(self.rows())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return "<b>allocator conf, read back from the workers</b>" + _rows_html(self.rows())
-
-
-@dataclass(frozen=True)
-class StopReport:
-    """What ``stop`` did: processes that exited or had to be killed, references that outlived the engine."""
-
-    name: str
-    engine_pids: tuple[int, ...] = ()
-    exited: tuple[int, ...] = ()
-    killed: tuple[int, ...] = ()
-    seconds: float = 0.0
-    released: bool = True  # the vllm.LLM object was freed
-    notes: tuple[str, ...] = ()
-
-    @property
-    def clean(self) -> bool:
-        return not self.killed and set(self.exited) == set(self.engine_pids)
-
-    def rows(self) -> list[tuple[str, str]]:
-        rows = [("engine", self.name), ("processes", ", ".join(map(str, self.engine_pids)) or "none (in-process)"),
-                ("exited", ", ".join(map(str, self.exited)) or "-"), ("stopped in", f"{self.seconds:.2f} s")]
-        if self.killed:
-            rows.append(("KILLED (did not exit)", ", ".join(map(str, self.killed))))
-        rows.append(("vllm.LLM freed", "yes" if self.released else "no: something still references it"))
-        rows += [("note", n) for n in self.notes]
-        return rows
-
-    def __str__(self) -> str:
-        return "engine stopped\n" + _rows_text(self.rows())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        return "<b>engine stopped</b>" + _rows_html(self.rows())
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
