@@ -161,8 +161,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(EngineError, match="no image files"):
         eng.run_images(tmp_path / "empty")
-    with pytest.raises(EngineError, match="exactly one"):
-        eng.generate("no placeholder", image=Image.new("RGB", (64, 64)))
+    with pytest.raises(EngineError, match="exactly one"):  # a templated prompt is used as given
+        eng.generate("<|im_start|>user\n<|image_pad|><|image_pad|>Two?<|im_end|>", image=Image.new("RGB", (64, 64)))
     assert eng.generate("Hi").request_index == 0  # refused requests take no index
 
 
@@ -218,3 +218,18 @@ def test_core_modules_do_not_import_heavy_stacks() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_plain_question_is_wrapped_in_the_chat_template_like_the_seed_script(tmp_path):
+    from toolkit.photos import generate_photo_set
+    from toolkit.workload.prompt import IMAGE_PAD, chat_prompt, prompt_for_image, prompt_tokens
+
+    assert prompt_for_image(None) == chat_prompt()
+    assert prompt_for_image("What is in this image?") == chat_prompt("What is in this image?")
+    custom = f"<|vision_start|>{IMAGE_PAD}<|vision_end|>Describe."
+    assert prompt_for_image(custom) == custom
+    photo = generate_photo_set(tmp_path, 1, seed=3)[0]
+    engine = SimEngine("Qwen/Qwen3-VL-8B-Instruct", conf="", platform="npu", tensor_parallel_size=2)
+    result = engine.generate("What is in this image?", photo, max_tokens=4)
+    assert result.status == "ok"
+    assert result.prompt_tokens == prompt_tokens(chat_prompt("What is in this image?"), result.visual_tokens)

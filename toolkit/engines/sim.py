@@ -59,7 +59,7 @@ from toolkit.workload.program import (
     runner_buffers_program,
     weights_program,
 )
-from toolkit.workload.prompt import IMAGE_PAD, chat_prompt, estimate_text_tokens, prompt_tokens
+from toolkit.workload.prompt import IMAGE_PAD, estimate_text_tokens, prompt_for_image, prompt_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -380,8 +380,10 @@ class SimEngine:
                 grid = image_grid(width, height, p.processor)
             except ValueError as exc:
                 raise EngineError(f"{name or 'image'}: {exc}") from None
-        if prompt is None:
-            prompt = chat_prompt() if grid is not None else "Hello"
+        if grid is not None:
+            prompt = prompt_for_image(prompt)
+        elif prompt is None:
+            prompt = "Hello"
         visual = grid.visual_tokens if grid else 0
         try:
             n_prompt = prompt_tokens_count or prompt_tokens(prompt, visual)

@@ -505,7 +505,7 @@ class VllmEngine:
 
     # -- requests ------------------------------------------------------------------------------------------
     def _inputs(self, prompt: str | Mapping[str, Any] | None, image: Any) -> tuple[Any, dict[str, Any]]:
-        from toolkit.workload.prompt import chat_prompt
+        from toolkit.workload.prompt import prompt_for_image
 
         info: dict[str, Any] = dict(input_name=None, image_width_px=None, image_height_px=None,
                                     resized_width_px=None, resized_height_px=None)
@@ -518,8 +518,7 @@ class VllmEngine:
                 info["input_name"] = getattr(image, "filename", None) or None
         elif image is not None:
             pil, info["input_name"] = _load_image(image)
-            inputs = {"prompt": prompt if prompt is not None else chat_prompt(),
-                      "multi_modal_data": {"image": pil}}
+            inputs = {"prompt": prompt_for_image(prompt), "multi_modal_data": {"image": pil}}
             image = pil
         else:
             inputs = {"prompt": prompt if prompt is not None else "Hello"}

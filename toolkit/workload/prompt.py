@@ -24,6 +24,17 @@ def chat_prompt(question: str = SEED_QUESTION) -> str:
             "<|im_start|>assistant\n")
 
 
+def prompt_for_image(prompt: str | None) -> str:
+    """The prompt sent with one image: ``None`` -> the seed's question; a plain question (no special tokens)
+    -> wrapped in the chat template with the image placeholder, as the seed script does; a prompt that
+    already has special tokens is used as given (the engine checks its placeholder count)."""
+    if prompt is None:
+        return chat_prompt()
+    if IMAGE_PAD not in prompt and "<|im_start|>" not in prompt:
+        return chat_prompt(prompt)
+    return prompt
+
+
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
 # Qwen2 pre-tokenizer pattern with \p{L} -> [^\W\d_] and \p{N} -> \d (Python's re has no \p classes)
 _PRETOKEN = re.compile(
