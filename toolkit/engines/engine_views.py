@@ -10,11 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit.session import ALL_VARS as ALLOC_VARS
+from toolkit.session import WRITE_VAR
 from toolkit.views import rows_html, rows_text
-
-NPU_VAR = "PYTORCH_NPU_ALLOC_CONF"
-CONF_VAR = {"npu": NPU_VAR, "cuda": "PYTORCH_CUDA_ALLOC_CONF"}
-ALLOC_VARS = ("PYTORCH_NPU_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF")
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class ConfReadback:
 
     @property
     def variable(self) -> str:
-        return CONF_VAR.get(self.platform, NPU_VAR)
+        return WRITE_VAR.get(self.platform, WRITE_VAR["npu"])
 
     @property
     def requested_conf(self) -> str | None:
