@@ -104,3 +104,35 @@ def test_load_ext_registers_magic():
         assert "alloc_conf" in ip.magics_manager.magics["line"]
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_alloc_conf_says_when_a_running_engine_needs_a_restart(env):
+    ip = InteractiveShell.instance()
+    try:
+        notes = iter([None, "the conf changed since the engine started: this needs a new engine"])
+        ip.register_magics(ToolkitMagics(ip, session=Session(env), engine_note=lambda: next(notes)))
+        first = ip.run_line_magic("alloc_conf", "expandable_segments:True")
+        assert not any("new engine" in n for n in first.notes)
+        second = ip.run_line_magic("alloc_conf", "expandable_segments:False")
+        assert any("needs a new engine" in n for n in second.notes) and "needs a new engine" in str(second)
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_load_ext_wires_the_engine_note_to_the_engine_session(env):
+    from toolkit.engines.sim import SimEngine
+
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "toolkit")
+        magics = ip.magics_manager.registry["ToolkitMagics"]
+        llm_session = ip.magics_manager.registry["EngineMagics"].llm_session
+        assert magics.engine_note == llm_session.conf_changed
+        assert magics.engine_note() is None  # no engine running
+        llm_session.engine = SimEngine("Qwen/Qwen3-VL-2B-Instruct", conf="", platform="npu")
+        llm_session._engine_conf = "expandable_segments:True"
+        magics.session.environ = env
+        status = ip.run_line_magic("alloc_conf", "expandable_segments:False")
+        assert any("needs a new engine" in n for n in status.notes)
+    finally:
+        InteractiveShell.clear_instance()

@@ -6,6 +6,8 @@ Imported only by ``%load_ext toolkit`` (never by ``import toolkit``), so IPython
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -15,6 +17,7 @@ from toolkit.conf import ConfError
 from toolkit.errors import ToolkitError
 from toolkit.magic_args import MagicArgumentParser, split_line
 from toolkit.session import PLATFORMS, Session
+from toolkit.views import ConfStatus
 
 
 def alloc_conf_parser() -> argparse.ArgumentParser:
@@ -45,9 +48,16 @@ def alloc_conf_parser() -> argparse.ArgumentParser:
 class ToolkitMagics(Magics):
     """The ascend-memlab magics. One ``Session`` per shell, shared by every magic."""
 
-    def __init__(self, shell: Any, session: Session | None = None) -> None:
+    def __init__(self, shell: Any, session: Session | None = None,
+                 engine_note: Callable[[], str | None] | None = None) -> None:
         super().__init__(shell)
         self.session = session or Session()
+        # says when a running engine no longer has the conf now set (it needs a restart); see load_ipython_extension
+        self.engine_note = engine_note
+
+    def _with_engine_note(self, status: ConfStatus) -> ConfStatus:
+        note = self.engine_note() if self.engine_note is not None else None
+        return replace(status, notes=(*status.notes, note)) if note else status
 
     @line_magic
     def alloc_conf(self, line: str) -> Any:
@@ -61,7 +71,7 @@ class ToolkitMagics(Magics):
             raise UsageError("%alloc_conf: --check needs a conf string, e.g. %alloc_conf --check expandable_segments:True")
         try:
             if args.reset:
-                return self.session.reset_conf()
+                return self._with_engine_note(self.session.reset_conf())
             if args.check:
                 return self.session.check_conf(text, platform=args.platform, version=args.version)
             if text:
@@ -71,7 +81,7 @@ class ToolkitMagics(Magics):
                 status = self.session.status()
             if args.policy is not None:
                 return self.session.policy(args.policy, sleep_mode=args.sleep_mode, rl_enabled=args.rl)
-            return status
+            return self._with_engine_note(status)
         except (ConfError, ToolkitError) as err:
             raise UsageError(str(err)) from None
 
@@ -87,6 +97,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     conf_magics = ToolkitMagics(ipython)
     llm_session = LLMSession(conf_magics.session)
+    conf_magics.engine_note = llm_session.conf_changed  # %alloc_conf says when the engine needs a restart
     for magics in (conf_magics, EngineMagics(ipython, llm_session), PlotMagics(ipython, llm_session)):
         ipython.register_magics(magics)
 
