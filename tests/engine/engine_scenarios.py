@@ -14,21 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toolkit.engines.vllm_engine import _alive  # the same liveness test the engine's stop() uses
+
 ENGINE_ARGS: dict[str, Any] = dict(dtype="float32", max_model_len=1024, max_num_seqs=2, enforce_eager=True,
                                    kv_cache_memory_bytes=64 << 20, max_tokens=4)
-
-
-def _alive(pids: list[int]) -> list[int]:
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def session_api(model: str, images: str, out: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.errors import EngineError
+from toolkit.engines.inputs import list_images, opened_image
 from toolkit.engines.runloop import run_path_for, run_requests
 from toolkit.records import MemorySample, RequestResult, Run
 from toolkit.units import MiB
@@ -66,7 +67,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from toolkit.sim.device import SimDevice
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")  # the seed script's list
 # HCCL_BUFFSIZE default (Ascend HCCL environment variables: 200 MB per communication domain); one TP domain.
 HCCL_BUFFER_BYTES = 200 * MiB
 # vllm-ascend issue #14300: the ATB TilingBufferPool (~98 MiB per rank) is allocated after memory
@@ -86,15 +86,8 @@ def _load_image(image: Any) -> tuple[str | None, int, int, str]:
     """(name, width, height, cache key) of a path or PIL image; only the header of a file is read."""
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        if not path.is_file():
-            raise EngineError(f"no image file at {path}")
-        from PIL import Image as PILImage, UnidentifiedImageError
-
-        try:
-            with PILImage.open(path) as im:
-                width, height = im.size
-        except (UnidentifiedImageError, OSError) as exc:
-            raise EngineError(f"{path} is not an image Pillow can read: {exc}") from None
+        with opened_image(path) as im:
+            width, height = im.size
         st = path.stat()
         key = f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
         return path.name, width, height, key
@@ -108,17 +101,6 @@ def _load_image(image: Any) -> tuple[str | None, int, int, str]:
     thumb.thumbnail((64, 64))
     digest = hashlib.blake2b(thumb.tobytes(), digest_size=16).hexdigest()
     return getattr(image, "filename", None) or None, width, height, f"pil:{width}x{height}:{digest}"
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files of a folder (the seed script's extensions, either case), sorted by name."""
-    p = Path(folder)
-    if not p.is_dir():
-        raise EngineError(f"{p} is not a folder")
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise EngineError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
-    return files
 
 
 class SimEngine:

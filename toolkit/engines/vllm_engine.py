@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit import guard
-from toolkit.engines.sim import IMAGE_EXTENSIONS, list_images
+from toolkit.engines.inputs import IMAGE_EXTENSIONS, list_images, opened_image
 from toolkit.errors import EngineError, TooLateError, ToolkitError
 from toolkit.engines.engine_views import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
@@ -161,17 +161,9 @@ def measure_baseline(backend: str, timeout_s: float = BASELINE_TIMEOUT_S) -> dic
 
 def _load_image(image: Any) -> tuple[Any, str | None]:
     """(RGB PIL image, name) from a path or a PIL image."""
-    from PIL import Image as PILImage, UnidentifiedImageError
-
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise EngineError(f"no image file at {path}")
-        try:
-            with PILImage.open(path) as im:
-                return im.convert("RGB"), path.name
-        except (UnidentifiedImageError, OSError) as exc:
-            raise EngineError(f"{path} is not an image Pillow can read: {exc}") from None
+        with opened_image(image) as im:
+            return im.convert("RGB"), Path(image).name
     if not hasattr(image, "size") or not hasattr(image, "mode"):
         raise EngineError(f"image must be a PIL.Image or a path, got {type(image).__name__}")
     name = getattr(image, "filename", None)
