@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolkit.plots import plot_compare, plot_run
-from toolkit.records import MemorySample, Run
-from toolkit.units import GiB, MiB
+from toolkit.viz.plots import plot_compare, plot_run
+from toolkit.core.records import MemorySample, Run
+from toolkit.core.units import GiB, MiB
 
 
 def synthetic_run(n: int, seed: int, conf: str) -> Run:
@@ -80,9 +80,9 @@ def bench_figures(n: int, n_runs: int, repeat: int) -> None:
 def live_measurements(photos_dir: str, n: int) -> dict[str, dict[str, float]]:
     """Engine wall time for ``n`` photos: without a view, with the live figure, and with snapshots too."""
     from toolkit.engines.sim import SimEngine
-    from toolkit.photos import generate_photo_set
-    from toolkit.scenarios import SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL
-    from toolkit.widgets import LiveFigure, SnapshotRecorder, observe_requests
+    from toolkit.workload.photos import generate_photo_set
+    from toolkit.engines.scenarios import SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL
+    from toolkit.notebook.widgets import LiveFigure, SnapshotRecorder, observe_requests
 
     photos = generate_photo_set(photos_dir, n, seed=0)
 
@@ -172,7 +172,7 @@ def _in_kernel(photos: str, n: int) -> dict[str, dict[str, float]]:
 
 
 def bench_flood(n: int) -> None:
-    from toolkit.widgets import LiveFigure
+    from toolkit.notebook.widgets import LiveFigure
 
     run = synthetic_run(n, 7, "")
     live = LiveFigure(run.with_samples(()), interval_s=0.25, mode="widget")

@@ -53,8 +53,8 @@ def main() -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from PIL import Image
 
-    from toolkit.engines.tiny_model import write_tiny_qwen2_vl
-    from toolkit.engines.vllm_engine import VllmEngine
+    from toolkit._testing.tiny_model import write_tiny_qwen2_vl
+    from toolkit.engines.vllm.engine import VllmEngine
     from toolkit.workload.prompt import chat_prompt
 
     model = args.model or str(write_tiny_qwen2_vl(Path(tempfile.gettempdir()) / "memlab-tiny-qwen2-vl"))

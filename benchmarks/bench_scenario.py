@@ -20,8 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from toolkit.engines.sim import SimEngine
-from toolkit.photos import generate_photo_set
-from toolkit.scenarios import SEED_CONFS, SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL, seed_scenario
+from toolkit.workload.photos import generate_photo_set
+from toolkit.engines.scenarios import SEED_CONFS, SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL, seed_scenario
 
 
 def bench_requests(out: Path, n_requests: int) -> None:

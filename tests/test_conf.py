@@ -26,7 +26,7 @@ from toolkit.conf import (
     parse,
 )
 from toolkit.conf.explain import roundup_summary
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 MiB = 1024**2
 ALL = [("cuda", v) for v in CUDA_VERSIONS] + [("npu", v) for v in NPU_VERSIONS]

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from toolkit import guard
+from toolkit.conf import guard
 
 
 def fake_torch(cuda_init: bool) -> types.ModuleType:

@@ -37,7 +37,7 @@ def test_import_toolkit_is_clean():
     assert result == {"torch": False, "torch_npu": False, "heavy": [], "env_changed": False}
 
 
-@pytest.mark.parametrize("module", ["toolkit.conf", "toolkit.policy", "toolkit.guard", "toolkit.session"])
+@pytest.mark.parametrize("module", ["toolkit.conf", "toolkit.conf.policy", "toolkit.conf.guard", "toolkit.notebook.conf_session"])
 def test_core_modules_do_not_import_torch(module):
     result = run_probe(f"import {module}")
     assert not result["torch"] and not result["env_changed"]

@@ -6,8 +6,8 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from toolkit.magics import ToolkitMagics
-from toolkit.session import Session
+from toolkit.notebook.conf_magics import ToolkitMagics
+from toolkit.notebook.conf_session import Session
 
 NPU = "PYTORCH_NPU_ALLOC_CONF"
 

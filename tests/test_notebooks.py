@@ -170,7 +170,7 @@ def test_committed_notebook_has_no_outputs(path: Path) -> None:
 
 @pytest.mark.slow
 def test_01_quickstart(kernels: Path, main_env: dict[str, str], out_dir: Path) -> None:
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     nb = run_main("01_quickstart", kernels, main_env)
     raises = [i for i, c in enumerate(nb.cells) if "raises-exception" in c.metadata.get("tags", [])]

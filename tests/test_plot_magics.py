@@ -10,9 +10,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from test_plots import make_run, sim_snapshot
 
-from toolkit.plot_magics import PlotMagics, Views, resolve_runs
-from toolkit.records import RunWriter
-from toolkit.widgets import Inspector
+from toolkit.notebook.plot_magics import PlotMagics, Views, resolve_runs
+from toolkit.core.records import RunWriter
+from toolkit.notebook.widgets import Inspector
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""toolkit.plots: runs and snapshots -> plotly figures, checked through ``fig.to_dict()``-level data."""
+"""toolkit.viz.plots: runs and snapshots -> plotly figures, checked through ``fig.to_dict()``-level data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from toolkit.plots import (
+from toolkit.viz.plots import (
     BLOCK_STATE_COLORS,
     MEMORY_METRICS,
     PlotError,
@@ -20,8 +20,8 @@ from toolkit.plots import (
     plot_fragmentation,
     plot_run,
 )
-from toolkit.records import MemorySample, Run
-from toolkit.units import GiB, MiB
+from toolkit.core.records import MemorySample, Run
+from toolkit.core.units import GiB, MiB
 
 from trace_paths import REAL_TRACE as TRACE
 

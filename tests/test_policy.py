@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.errors import ToolkitError
-from toolkit.policy import recommended_policy, upstream_policy
+from toolkit.core.errors import ToolkitError
+from toolkit.conf.policy import recommended_policy, upstream_policy
 
 NPU = "PYTORCH_NPU_ALLOC_CONF"
 GEN = "PYTORCH_ALLOC_CONF"

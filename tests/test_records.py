@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.records import SCHEMA_VERSION, MemorySample, RecordError, Run, RunWriter, load_run
+from toolkit.core.records import SCHEMA_VERSION, MemorySample, RecordError, Run, RunWriter, load_run
 
 GiB = 1024**3
 
@@ -149,7 +149,7 @@ def test_sigkill_mid_run_keeps_every_written_sample(tmp_path: Path) -> None:
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_records import header, sample
-        from toolkit.records import RunWriter
+        from toolkit.core.records import RunWriter
         w = RunWriter({str(path)!r}, header())
         i = 0
         while True:

@@ -190,7 +190,7 @@ def test_snapshot_at_keeps_the_state_after_each_chosen_event_in_one_pass():
 
 def test_replay_steps_is_a_run_for_the_inspector_and_stops_at_an_oom():
     from toolkit.replay import replay_steps
-    from toolkit.units import GiB
+    from toolkit.core.units import GiB
 
     run, snaps = replay_steps(_trace_path_for_steps(), "", steps=12, capacity_bytes=int(18.2 * GiB))
     assert run.simulated and run.backend == "replay"

@@ -1,4 +1,4 @@
-"""toolkit.report: summary tables, CSV/Parquet export, and a self-contained (offline) HTML report."""
+"""toolkit.viz.report: summary tables, CSV/Parquet export, and a self-contained (offline) HTML report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from test_plots import make_run, sim_snapshot
 
-from toolkit.report import (
+from toolkit.viz.report import (
     ReportError,
     export_samples,
     format_summary,
@@ -18,7 +18,7 @@ from toolkit.report import (
     summary_frame,
     write_html_report,
 )
-from toolkit.units import MiB
+from toolkit.core.units import MiB
 
 
 def two_runs():

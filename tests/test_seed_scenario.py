@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.records import load_run
-from toolkit.scenarios import SEED_CONFS, ScenarioResult, seed_scenario
+from toolkit.core.records import load_run
+from toolkit.engines.scenarios import SEED_CONFS, ScenarioResult, seed_scenario
 
 GiB = 1024**3
 MiB = 1024**2

@@ -8,8 +8,8 @@ import types
 import pytest
 
 from toolkit.conf import ConfError
-from toolkit.errors import TooLateError, ToolkitError
-from toolkit.session import Session
+from toolkit.core.errors import TooLateError, ToolkitError
+from toolkit.notebook.conf_session import Session
 
 NPU = "PYTORCH_NPU_ALLOC_CONF"
 

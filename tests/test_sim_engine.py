@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from toolkit.engines.sim import EngineError, SimEngine
-from toolkit.photos import generate_photo_set
-from toolkit.records import load_run
+from toolkit.workload.photos import generate_photo_set
+from toolkit.core.records import load_run
 from toolkit.workload.images import image_grid
 from toolkit.workload.program import WorkspacePolicy, encoder_program
 
@@ -212,8 +212,8 @@ def test_sigkill_mid_run_keeps_every_earlier_sample(photos: list[Path], tmp_path
 
 
 def test_core_modules_do_not_import_heavy_stacks() -> None:
-    code = ("import sys, toolkit.records, toolkit.workload.program, toolkit.workload.budget, "
-            "toolkit.engines.sim, toolkit.scenarios, toolkit.photos; "
+    code = ("import sys, toolkit.core.records, toolkit.workload.program, toolkit.workload.budget, "
+            "toolkit.engines.sim, toolkit.engines.scenarios, toolkit.workload.photos; "
             "bad = [m for m in ('torch', 'vllm', 'IPython', 'plotly', 'PIL') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -221,7 +221,7 @@ def test_core_modules_do_not_import_heavy_stacks() -> None:
 
 
 def test_a_plain_question_is_wrapped_in_the_chat_template_like_the_seed_script(tmp_path):
-    from toolkit.photos import generate_photo_set
+    from toolkit.workload.photos import generate_photo_set
     from toolkit.workload.prompt import IMAGE_PAD, chat_prompt, prompt_for_image, prompt_tokens
 
     assert prompt_for_image(None) == chat_prompt()

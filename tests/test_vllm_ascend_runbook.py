@@ -197,7 +197,7 @@ def test_worker_environ_leaves_exactly_one_allocator_variable(repro: ModuleType)
 
 def _run_obj(status: Any, samples: list[tuple[int, Any]]) -> Any:
     """A real-engine-style run on two ranks; ``samples`` are (request index, sample status)."""
-    from toolkit.records import MemorySample, Run
+    from toolkit.core.records import MemorySample, Run
 
     rows = tuple(MemorySample(request_index=i, request_id=str(i), rank=r, started_at_ns=0, duration_ns=0,
                               status=st, reserved_bytes=100 * (i + 1))
@@ -239,7 +239,7 @@ def sim_out(tmp_path_factory: pytest.TempPathFactory, photos: Path) -> tuple[Pat
 
 
 def test_sim_end_to_end_one_run_file_per_conf(sim_out):
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     out, proc = sim_out
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -276,7 +276,7 @@ def test_sim_end_to_end_each_conf_ran_in_its_own_process(sim_out):
 def test_sim_end_to_end_comparison_report(sim_out):
     import pandas as pd
 
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     out, proc = sim_out
     table = proc.stdout[proc.stdout.rindex("[simulated] Qwen3-VL-8B-Instruct, TP 2, 4 photos"):]
@@ -320,7 +320,7 @@ def test_options_that_do_not_fit_the_backend_are_refused(tmp_path: Path, photos:
 
 
 def test_a_conf_whose_engine_fails_is_recorded_and_the_next_conf_still_runs(tmp_path: Path, photos: Path):
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     # a 12 GiB device cannot hold the PR's engine (0.95 of memory must be free, weights + KV cache)
     proc = _run(REPRO, "--backend", "sim", "--images", str(photos), "--out", str(tmp_path / "o"),
@@ -331,7 +331,7 @@ def test_a_conf_whose_engine_fails_is_recorded_and_the_next_conf_still_runs(tmp_
 
 
 def test_a_worker_past_its_time_limit_is_stopped_and_recorded(tmp_path: Path, photos: Path):
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     proc = _run(REPRO, "--backend", "sim", "--images", str(photos), "--out", str(tmp_path / "o"),
                 "--max-images", "1", "--timeout-per-conf", "0.001", "--confs", "default", "expandable_segments:True")
@@ -343,7 +343,7 @@ def test_a_worker_past_its_time_limit_is_stopped_and_recorded(tmp_path: Path, ph
 
 def test_vllm_ascend_version_models_the_plugin_default(tmp_path: Path, photos: Path):
     """sim --vllm-ascend 0.14.0rc1: an unset variable becomes expandable_segments:True (PR #5855)."""
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     proc = _run(REPRO, "--backend", "sim", "--images", str(photos), "--out", str(tmp_path / "o"),
                 "--max-images", "1", "--vllm-ascend", "0.14.0rc1", "--confs", "default")
@@ -387,7 +387,7 @@ class _FakeEngine:
 
 @pytest.fixture
 def fake_engine(monkeypatch: pytest.MonkeyPatch):
-    import toolkit.engines.vllm_engine as ve
+    import toolkit.engines.vllm.engine as ve
 
     _FakeEngine.calls = []
     _FakeEngine.fail_start = _FakeEngine.fail_run = False
@@ -435,7 +435,7 @@ def test_real_worker_stops_the_engine_when_the_run_fails(repro: ModuleType, fake
 
 
 def test_real_worker_records_a_failed_start(repro: ModuleType, fake_engine, tmp_path: Path, photos: Path):
-    from toolkit.records import load_run
+    from toolkit.core.records import load_run
 
     fake_engine.fail_start = True
     spec = _real_spec(tmp_path, photos)
@@ -544,7 +544,7 @@ def _parser_options(parser: Any) -> set[str]:
 
 
 def test_readme_command_lines_use_options_that_exist(repro: ModuleType, capture: ModuleType):
-    from toolkit.cli import build_parser as toolkit_parser
+    from toolkit.cli.main import build_parser as toolkit_parser
 
     text = _readme()
     for marker, parser in (("repro_multimodal_oom.py", repro.build_parser()),

@@ -1,4 +1,4 @@
-"""toolkit.widgets: the live figure, the inspector and the conf sweep, driven without a browser.
+"""toolkit.notebook.widgets: the live figure, the inspector and the conf sweep, driven without a browser.
 
 FigureWidget and ipywidgets objects work without a kernel (their comms are inert), so the widget code
 paths run here for real; the browser test (tests/browser/) checks that JupyterLab renders them.
@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from test_plots import make_run, sim_snapshot
 
-from toolkit.plots import MEMORY_METRICS
-from toolkit.records import Run
-from toolkit.units import GiB
-from toolkit.widgets import (
+from toolkit.viz.plots import MEMORY_METRICS
+from toolkit.core.records import Run
+from toolkit.core.units import GiB
+from toolkit.notebook.widgets import (
     ConfSweep,
     Inspector,
     LiveFigure,
@@ -316,7 +316,7 @@ def test_conf_sweep_limits_combinations_and_reports_in_the_panel() -> None:
 
 @pytest.mark.slow
 def test_conf_sweep_with_the_seed_scenario(tmp_path) -> None:
-    from toolkit.widgets import seed_runner
+    from toolkit.notebook.widgets import seed_runner
 
     sweep = ConfSweep(seed_runner(3, tmp_path), options={"expandable_segments": "-, True"}, mode="widget")
     runs = sweep.run()

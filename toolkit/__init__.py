@@ -22,27 +22,27 @@ _LAZY: dict[str, str] = {
     "parse_conf": "toolkit.conf",
     "ConfError": "toolkit.conf",
     "AllocConf": "toolkit.conf",
-    "Session": "toolkit.session",
-    "ToolkitError": "toolkit.errors",
-    "TooLateError": "toolkit.errors",
-    "upstream_policy": "toolkit.policy",
-    "recommended_policy": "toolkit.policy",
+    "Session": "toolkit.notebook.conf_session",
+    "ToolkitError": "toolkit.core.errors",
+    "TooLateError": "toolkit.core.errors",
+    "upstream_policy": "toolkit.conf.policy",
+    "recommended_policy": "toolkit.conf.policy",
     "SimDevice": "toolkit.sim",
     "replay_snapshot": "toolkit.replay",
     "load_snapshot": "toolkit.snapshot",
-    "load_run": "toolkit.records",
-    "Run": "toolkit.records",
-    "MemorySample": "toolkit.records",
-    "RunWriter": "toolkit.records",
+    "load_run": "toolkit.core.records",
+    "Run": "toolkit.core.records",
+    "MemorySample": "toolkit.core.records",
+    "RunWriter": "toolkit.core.records",
     "SimEngine": "toolkit.engines.sim",
-    "LLMSession": "toolkit.llm_session",
-    "VllmEngine": "toolkit.engines.vllm_engine",
-    "RequestResult": "toolkit.records",
-    "EngineError": "toolkit.errors",
-    "seed_scenario": "toolkit.scenarios",
-    "ScenarioResult": "toolkit.scenarios",
-    "ScenarioConf": "toolkit.scenarios",
-    "generate_photo_set": "toolkit.photos",
+    "LLMSession": "toolkit.notebook.llm_session",
+    "VllmEngine": "toolkit.engines.vllm.engine",
+    "RequestResult": "toolkit.core.records",
+    "EngineError": "toolkit.core.errors",
+    "seed_scenario": "toolkit.engines.scenarios",
+    "ScenarioResult": "toolkit.engines.scenarios",
+    "ScenarioConf": "toolkit.engines.scenarios",
+    "generate_photo_set": "toolkit.workload.photos",
     "smart_resize": "toolkit.workload.images",
     "load_preset": "toolkit.workload.presets",
 }
@@ -69,12 +69,12 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext toolkit``: register the magics (imported here, not at package import)."""
-    from toolkit.magics import load_ipython_extension as _load
+    from toolkit.notebook.conf_magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
-    from toolkit.magics import unload_ipython_extension as _unload
+    from toolkit.notebook.conf_magics import unload_ipython_extension as _unload
 
     _unload(ipython)

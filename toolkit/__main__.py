@@ -1,4 +1,4 @@
-"""``python -m toolkit``: the command line (see ``toolkit.cli``)."""
+"""``python -m toolkit``: the command line (see ``toolkit.cli.main``)."""
 
 from toolkit.cli import main
 

@@ -16,8 +16,8 @@ Two ways to get snapshots out of vLLM's worker processes (one per tensor-paralle
 
 * **On demand, bounded** (your script holds the ``LLM``): start the engine with the toolkit's worker
   extension and record a ring buffer of ``max_entries`` events in every rank, then dump one file per rank
-  (``toolkit.engines.vllm_engine.VllmEngine.start_recording`` / ``dump_snapshot``, or ``llm.collective_rpc(
-  "memlab_record_start", ...)`` with ``worker_extension_cls="toolkit.engines.extension.MemlabWorkerExtension"``).
+  (``toolkit.engines.vllm.engine.VllmEngine.start_recording`` / ``dump_snapshot``, or ``llm.collective_rpc(
+  "memlab_record_start", ...)`` with ``worker_extension_cls="toolkit.worker.extension.MemlabWorkerExtension"``).
   ``repro_multimodal_oom.py --snapshot-max-entries N`` does this for the reproduction.
 
 Then ``list`` tells which file is which rank/process, what each holds (loaded with the toolkit's restricted
@@ -102,7 +102,7 @@ def summarize_file(path: Path) -> dict[str, Any]:
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
-    from toolkit.units import format_bytes
+    from toolkit.core.units import format_bytes
 
     head = ("file", "written by", "pid", "rank", "segments", "expandable", "reserved", "allocated",
             "inactive split", "events", "oom")

@@ -11,10 +11,10 @@ This script runs that workload once per conf and compares the runs:
   ``test/npu/test_large_segment_size.py`` spawns a process per conf for that reason), and freeing an
   ``LLM`` inside a process is unreliable (vLLM #1908, #3281, #6544). So this script re-runs itself as a
   subprocess in worker mode for each conf, with the conf in its environment and nothing else changed.
-* Per-request memory of every rank goes to a run file (``OUT/runs/NN-<conf>.jsonl``, ``toolkit.records``)
+* Per-request memory of every rank goes to a run file (``OUT/runs/NN-<conf>.jsonl``, ``toolkit.core.records``)
   as it is measured, so an engine that dies keeps every sample taken before.
 * At the end: a printed comparison table, ``OUT/summary.csv`` and a self-contained ``OUT/report.html``
-  (``toolkit.report``; needs plotly, the ``notebook`` extra).
+  (``toolkit.viz.report``; needs plotly, the ``notebook`` extra).
 
 Backends: ``npu`` (vLLM + vllm-ascend + torch_npu; the real thing), ``cuda`` (vLLM on NVIDIA), ``sim``
 (the toolkit's simulated NPU and workload model: runs anywhere in seconds, every result labelled simulated).
@@ -256,7 +256,7 @@ def compare_rows(runs: Sequence[Any], requests_sent: int | None = None) -> list[
 
 def format_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     """The rows as aligned text under ``title`` (marked ``[simulated]`` when any run is)."""
-    from toolkit.units import format_bytes
+    from toolkit.core.units import format_bytes
 
     head = ("conf", "allocator got", "status", "served", "OOM at", "peak reserved", "peak non-torch",
             "peak used", "max inactive split", "retries")
@@ -352,7 +352,7 @@ def _last_lines(path: Path, n: int = 3) -> str:
 
 def _write_failed_run(plan: RunPlan, spec: Mapping[str, Any], message: str) -> None:
     """A run file for a conf whose worker died before writing one, so the comparison lists every conf."""
-    from toolkit.records import Run, RunWriter
+    from toolkit.core.records import Run, RunWriter
 
     header = Run(name=plan.spec.label, backend=spec["backend"], platform=spec["platform"], model=spec["model"],
                  conf=plan.spec.conf, effective_conf=spec.get("predicted_conf") or "",
@@ -363,7 +363,7 @@ def _write_failed_run(plan: RunPlan, spec: Mapping[str, Any], message: str) -> N
 
 def build_spec(args: argparse.Namespace, plan: RunPlan, photos: Sequence[Path], env: Mapping[str, str]) -> dict:
     """Everything the worker needs, as plain JSON (no code on a command line: style lessons, 17)."""
-    from toolkit.policy import NPU_VAR, upstream_policy
+    from toolkit.conf.policy import NPU_VAR, upstream_policy
 
     predicted = plan.spec.conf
     if args.backend in ("npu", "sim"):
@@ -400,7 +400,7 @@ def _write_outputs(runs: list[Any], out: Path, title: str) -> list[str]:
     """summary.csv and report.html; returns lines telling where they are (or why not)."""
     notes = []
     try:
-        from toolkit.report import summary_frame, write_html_report
+        from toolkit.viz.report import summary_frame, write_html_report
 
         summary_frame(runs).to_csv(out / "summary.csv", index=False)
         notes.append(f"summary: {out / 'summary.csv'}")
@@ -411,7 +411,7 @@ def _write_outputs(runs: list[Any], out: Path, title: str) -> list[str]:
         else:
             path = write_html_report(runs, out / "report.html", title=title)
             notes.append(f"report:  {path}  (self-contained, opens offline)")
-    except ImportError as exc:  # toolkit.report not available in this checkout
+    except ImportError as exc:  # toolkit.viz.report not available in this checkout
         notes.append(f"report:  not written ({exc})")
     return notes
 
@@ -440,7 +440,7 @@ def run_all(args: argparse.Namespace) -> int:
     if args.images is None and args.generate_photos is None:
         raise ReproError("give --images FOLDER (your photos) or --generate-photos N")
     if args.generate_photos is not None:
-        from toolkit.photos import generate_photo_set
+        from toolkit.workload.photos import generate_photo_set
 
         if args.generate_photos < 1:
             raise ReproError("--generate-photos must be >= 1")
@@ -458,7 +458,7 @@ def run_all(args: argparse.Namespace) -> int:
     for d in ("runs", "logs", "specs"):
         (out / d).mkdir(parents=True, exist_ok=True)
     finished: list[Any] = []
-    from toolkit.records import RecordError, load_run
+    from toolkit.core.records import RecordError, load_run
 
     failures = 0
     interrupted = False
@@ -521,7 +521,7 @@ def run_all(args: argparse.Namespace) -> int:
 
 def _work_sim(spec: Mapping[str, Any]) -> int:
     from toolkit.engines.sim import SimEngine
-    from toolkit.records import Run, RunWriter
+    from toolkit.core.records import Run, RunWriter
     from toolkit.workload.prompt import chat_prompt
 
     sim = spec["sim"]
@@ -548,14 +548,14 @@ def _work_sim(spec: Mapping[str, Any]) -> int:
 
 
 def _work_real(spec: Mapping[str, Any]) -> int:
-    """The seed script on real vLLM: ``toolkit.engines.vllm_engine.VllmEngine`` measures every rank.
+    """The seed script on real vLLM: ``toolkit.engines.vllm.engine.VllmEngine`` measures every rank.
 
     The allocator variable is already in this process's environment (set by the parent); the engine
     applies vllm-ascend's own rewrite (``policy="upstream"``, idempotent) and reads the conf back from the
     workers, so the run file says what the allocator really got.
     """
-    from toolkit.engines.vllm_engine import VllmEngine
-    from toolkit.records import Run, RunWriter
+    from toolkit.engines.vllm.engine import VllmEngine
+    from toolkit.core.records import Run, RunWriter
     from toolkit.workload.prompt import chat_prompt
 
     run_path = Path(spec["run_path"])
@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a folder of photos to Qwen3-VL one by one (vllm-ascend PR #5855's script), once per "
                     "allocator conf, each in a fresh engine process; record per-request memory of every rank "
                     "and compare the confs.",
-        epilog="Run files: OUT/runs/*.jsonl (toolkit.records.load_run); logs: OUT/logs; report: OUT/report.html. "
+        epilog="Run files: OUT/runs/*.jsonl (toolkit.core.records.load_run); logs: OUT/logs; report: OUT/report.html. "
                "See vllm_ascend/README.md for the Ascend setup.")
     p.add_argument("--backend", choices=BACKENDS, default="npu",
                    help="npu: vLLM + vllm-ascend; cuda: vLLM on NVIDIA; sim: the toolkit's simulated NPU "

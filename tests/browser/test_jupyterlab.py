@@ -38,7 +38,7 @@ DRIVER = HERE / "drive_lab.mjs"
 NOTEBOOK = HERE / "live_inspector.ipynb"
 N_REQUESTS = 144  # 48 photos sent three times: enough simulated requests (~2-4 s) to see the figure grow
 TP = 2  # the seed scenario's tensor_parallel_size
-N_TRACES = TP * (5 + 1)  # per rank: five memory metrics + the failure markers (toolkit.plots.plot_run)
+N_TRACES = TP * (5 + 1)  # per rank: five memory metrics + the failure markers (toolkit.viz.plots.plot_run)
 
 pytestmark = [
     pytest.mark.slow,
@@ -173,8 +173,8 @@ def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) 
 
 
 def test_html_report_renders_offline(tmp_path: Path) -> None:
-    from toolkit.report import write_html_report
-    from toolkit.scenarios import seed_scenario
+    from toolkit.viz.report import write_html_report
+    from toolkit.engines.scenarios import seed_scenario
 
     result = seed_scenario(n_photos=6, confs=["", "expandable_segments:True"], out_dir=tmp_path / "seed")
     runs = list(result.runs.values())

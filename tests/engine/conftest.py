@@ -23,7 +23,7 @@ def vllm_python() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    subprocess.run([str(vllm_python), "-m", "toolkit.engines.tiny_model", str(out)], check=True, cwd=ROOT,
+    subprocess.run([str(vllm_python), "-m", "toolkit._testing.tiny_model", str(out)], check=True, cwd=ROOT,
                    env=engine_env(), capture_output=True, timeout=300)
     return out
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from toolkit.engines.vllm_engine import _alive  # the same liveness test the engine's stop() uses
+from toolkit.engines.vllm.engine import _alive  # the same liveness test the engine's stop() uses
 
 ENGINE_ARGS: dict[str, Any] = dict(dtype="float32", max_model_len=1024, max_num_seqs=2, enforce_eager=True,
                                    kv_cache_memory_bytes=64 << 20, max_tokens=4)
@@ -23,8 +23,8 @@ ENGINE_ARGS: dict[str, Any] = dict(dtype="float32", max_model_len=1024, max_num_
 def session_api(model: str, images: str, out: Path) -> dict[str, Any]:
     """The Session API as a script uses it: multiprocess engine, images, conf read back, stop, in-process
     restart with another conf, stop."""
-    from toolkit.llm_session import LLMSession
-    from toolkit.records import load_run
+    from toolkit.notebook.llm_session import LLMSession
+    from toolkit.core.records import load_run
 
     facts: dict[str, Any] = {}
     env_before = dict(os.environ)
@@ -92,7 +92,7 @@ def session_api(model: str, images: str, out: Path) -> dict[str, Any]:
 
 
 def tokenizer_determinism(model: str, images: str, out: Path) -> dict[str, Any]:
-    from toolkit.engines.tiny_model import BPE_VOCAB, build_tokenizer
+    from toolkit._testing.tiny_model import BPE_VOCAB, build_tokenizer
 
     a, b = build_tokenizer(0), build_tokenizer(0)
     import torchvision

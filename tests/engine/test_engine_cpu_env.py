@@ -1,4 +1,4 @@
-"""The CPU-test-environment fix for torchvision (``toolkit.engines.cpu_env``) and the tiny model."""
+"""The CPU-test-environment fix for torchvision (``toolkit.engines.vllm.cpu_env``) and the tiny model."""
 
 from __future__ import annotations
 

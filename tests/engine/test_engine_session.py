@@ -6,10 +6,10 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from toolkit.engine_magics import EngineMagics, ascend_llm_parser
+from toolkit.notebook.engine_magics import EngineMagics, ascend_llm_parser
 from toolkit.engines import vllm_engine as ve
-from toolkit.llm_session import EngineSessionError, LLMSession, detect_backend
-from toolkit.session import Session
+from toolkit.notebook.llm_session import EngineSessionError, LLMSession, detect_backend
+from toolkit.notebook.conf_session import Session
 
 MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 
@@ -203,7 +203,7 @@ def test_a_script_without_main_guard_is_named(monkeypatch, tmp_path):
     import types
 
     script = tmp_path / "run.py"
-    script.write_text("from toolkit.engines.vllm_engine import VllmEngine\nVllmEngine('m')\n")
+    script.write_text("from toolkit.engines.vllm.engine import VllmEngine\nVllmEngine('m')\n")
     main = types.ModuleType("__main__")
     main.__file__ = str(script)
     monkeypatch.setitem(_sys.modules, "__main__", main)

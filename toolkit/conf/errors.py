@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 # Which upstream parser stage raised (or would raise) the error. "accelerator" is c10's
 # AcceleratorAllocatorConfig, "device" the CUDA/NPU hook that parses the same string after it,

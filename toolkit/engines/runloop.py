@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from toolkit.records import MemoryRunWriter, RequestResult, Run, RunStatus, RunWriter
-from toolkit.units import format_bytes
+from toolkit.core.records import MemoryRunWriter, RequestResult, Run, RunStatus, RunWriter
+from toolkit.core.units import format_bytes
 
 
 def run_path_for(header: Run, run_path: str | os.PathLike[str] | None, run_dir: Path | None) -> Path | None:

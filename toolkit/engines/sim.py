@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from toolkit.errors import EngineError
-from toolkit.engines.inputs import list_images, opened_image
+from toolkit.core.errors import EngineError
+from toolkit.workload.inputs import list_images, opened_image
 from toolkit.engines.runloop import run_path_for, run_requests
-from toolkit.records import MemorySample, RequestResult, Run
-from toolkit.units import MiB
+from toolkit.core.records import MemorySample, RequestResult, Run
+from toolkit.core.units import MiB
 from toolkit.workload.budget import DeviceSnapshot, KvBudget, kv_budget
 from toolkit.workload.encoder_cache import EncoderCacheBook
 from toolkit.workload.engine_args import EngineArgs
@@ -118,7 +118,7 @@ class SimEngine:
         conf: allocator conf string as the user gives it (None: unset).
         platform: ``"npu"`` (torch_npu allocator + workspace allocator) or ``"cuda"``.
         vllm_ascend_version: apply that vllm-ascend's rewrite of ``PYTORCH_NPU_ALLOC_CONF``
-            (``toolkit.policy.upstream_policy``; e.g. ``"0.14.0rc1"`` appends ``expandable_segments:True``);
+            (``toolkit.conf.policy.upstream_policy``; e.g. ``"0.14.0rc1"`` appends ``expandable_segments:True``);
             None: the allocator gets ``conf`` exactly (a vLLM release without the default).
         memory_fraction: call ``set_per_process_memory_fraction`` in the worker (vLLM never does;
             ``garbage_collection_threshold`` only acts when a fraction is set).
@@ -205,7 +205,7 @@ class SimEngine:
     def _effective_conf(conf: str | None, platform: str, vllm_ascend_version: str | None) -> str:
         if platform != "npu" or vllm_ascend_version is None:
             return conf or ""
-        from toolkit.policy import NPU_VAR, upstream_policy
+        from toolkit.conf.policy import NPU_VAR, upstream_policy
 
         environ = {} if conf is None else {NPU_VAR: conf}
         return upstream_policy(environ, vllm_ascend_version).after.get(NPU_VAR, "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.units import format_size
+from toolkit.core.units import format_size
 
 
 class SimOutOfMemoryError(RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 BlockState = Literal["active_allocated", "active_pending_free", "inactive"]
 SegmentType = Literal["small", "large"]

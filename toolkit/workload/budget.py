@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.errors import ToolkitError
-from toolkit.units import GiB
+from toolkit.core.errors import ToolkitError
+from toolkit.core.units import GiB
 
 
 class KvCacheBudgetError(ToolkitError, RuntimeError):

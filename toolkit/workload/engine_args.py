@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 from toolkit.workload.presets import DTYPE_BYTES, Preset
 
 PLATFORMS = ("npu", "cuda")

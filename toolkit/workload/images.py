@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 
 class ImageSizeError(ToolkitError, ValueError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 from toolkit.workload.images import ProcessorSpec
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}

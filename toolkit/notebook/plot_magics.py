@@ -1,8 +1,8 @@
-"""``%mem_plot``, ``%mem_compare``, ``%mem_inspect``: thin magics over ``toolkit.plots``/``widgets``/``report``.
+"""``%mem_plot``, ``%mem_compare``, ``%mem_inspect``: thin magics over ``toolkit.viz.plots``/``widgets``/``report``.
 
 Each parses its line, resolves the runs and calls one function a script could call itself. A RUN is a
 name in the user namespace bound to a ``Run`` (or to something that carries runs: ``watch(...)``'s
-``Watched``, the seed scenario's result), or the path of a run file (``toolkit.records.load_run``;
+``Watched``, the seed scenario's result), or the path of a run file (``toolkit.core.records.load_run``;
 plain JSON, never executed). Bad input is one line (``UsageError``).
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from toolkit.errors import ToolkitError
-from toolkit.magic_args import MagicArgumentParser, split_line
-from toolkit.records import RecordError, Run, load_run
+from toolkit.core.errors import ToolkitError
+from toolkit.notebook.magic_args import MagicArgumentParser, split_line
+from toolkit.core.records import RecordError, Run, load_run
 
 __all__ = ["PlotMagics", "Views", "resolve_runs"]
 
@@ -87,7 +87,7 @@ def _runs_of(token: str, obj: Any) -> list[tuple[Run, Any]]:
     if isinstance(obj, (str, os.PathLike)):
         return [(_load(str(obj)), None)]
     inner = getattr(obj, "run", None)
-    if isinstance(inner, Run):  # toolkit.widgets.Watched and similar
+    if isinstance(inner, Run):  # toolkit.notebook.widgets.Watched and similar
         return [(inner, getattr(obj, "snapshots", None))]
     many = getattr(obj, "runs", None)
     if isinstance(many, Mapping):
@@ -150,7 +150,7 @@ class PlotMagics(Magics):
 
     def _exports(self, runs: list[Run], html_path: str | None, export_path: str | None,
                  snapshots: Mapping[str, Any] | None = None) -> None:
-        from toolkit.report import export_samples, write_html_report
+        from toolkit.viz.report import export_samples, write_html_report
 
         if html_path:
             write_html_report(runs, html_path, snapshots=snapshots)
@@ -161,7 +161,7 @@ class PlotMagics(Magics):
 
     @line_magic
     def mem_plot(self, line: str) -> Any:
-        from toolkit.plots import MEMORY_METRICS, plot_fragmentation, plot_run
+        from toolkit.viz.plots import MEMORY_METRICS, plot_fragmentation, plot_run
 
         args = mem_plot_parser().parse_args(split_line(line, "mem_plot"))
         if args.runs:
@@ -182,8 +182,8 @@ class PlotMagics(Magics):
 
     @line_magic
     def mem_compare(self, line: str) -> Any:
-        from toolkit.plots import plot_compare
-        from toolkit.report import format_summary, summary_frame
+        from toolkit.viz.plots import plot_compare
+        from toolkit.viz.report import format_summary, summary_frame
 
         args = mem_compare_parser().parse_args(split_line(line, "mem_compare"))
         pairs = resolve_runs(args.runs, self._ns)
@@ -201,7 +201,7 @@ class PlotMagics(Magics):
 
     @line_magic
     def mem_inspect(self, line: str) -> Any:
-        from toolkit.widgets import Inspector
+        from toolkit.notebook.widgets import Inspector
 
         args = mem_inspect_parser().parse_args(split_line(line, "mem_inspect"))
         pairs = resolve_runs([args.run], self._ns)

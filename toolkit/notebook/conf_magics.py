@@ -14,10 +14,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.conf import ConfError
-from toolkit.errors import ToolkitError
-from toolkit.magic_args import MagicArgumentParser, split_line
-from toolkit.session import PLATFORMS, Session
-from toolkit.views import ConfStatus
+from toolkit.core.errors import ToolkitError
+from toolkit.notebook.magic_args import MagicArgumentParser, split_line
+from toolkit.notebook.conf_session import PLATFORMS, Session
+from toolkit.viz.tables import ConfStatus
 
 
 def alloc_conf_parser() -> argparse.ArgumentParser:
@@ -91,9 +91,9 @@ ToolkitMagics.alloc_conf.__doc__ = alloc_conf_parser().format_help()
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register every magic, sharing one conf ``Session`` and one engine ``LLMSession`` per shell."""
-    from toolkit.engine_magics import EngineMagics
-    from toolkit.llm_session import LLMSession
-    from toolkit.plot_magics import PlotMagics
+    from toolkit.notebook.engine_magics import EngineMagics
+    from toolkit.notebook.llm_session import LLMSession
+    from toolkit.notebook.plot_magics import PlotMagics
 
     conf_magics = ToolkitMagics(ipython)
     llm_session = LLMSession(conf_magics.session)

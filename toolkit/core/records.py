@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -163,7 +163,7 @@ class Run:
 
         The run's header is in ``frame.attrs["run"]`` (``simulated`` included, for labels).
         """
-        import pandas as pd  # deferred: keep ``import toolkit.records`` cheap
+        import pandas as pd  # deferred: keep ``import toolkit.core.records`` cheap
 
         columns = [f.name for f in fields(MemorySample)]
         frame = pd.DataFrame([s.to_dict() for s in self.samples], columns=columns)
@@ -313,7 +313,7 @@ class RequestResult:
     simulated: bool = False
 
     def __repr__(self) -> str:
-        from toolkit.units import format_bytes
+        from toolkit.core.units import format_bytes
 
         s = self.samples[0] if self.samples else None
         mem = f", reserved={format_bytes(s.reserved_bytes)}, non_torch={format_bytes(s.non_torch_bytes)}" if s else ""

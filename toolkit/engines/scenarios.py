@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.records import Run
-from toolkit.units import GiB, format_bytes
+from toolkit.core.records import Run
+from toolkit.core.units import GiB, format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -114,7 +114,7 @@ class ScenarioResult:
     simulated: bool = True
 
     def table(self) -> pd.DataFrame:
-        """One row per conf; byte columns are ints (format them with ``toolkit.units.format_bytes``)."""
+        """One row per conf; byte columns are ints (format them with ``toolkit.core.units.format_bytes``)."""
         import pandas as pd
 
         cols = ["label", "status", "requests_served", "requests_sent", "oom_at_request", "peak_reserved_bytes",
@@ -153,14 +153,14 @@ def seed_scenario(n_photos: int = 300, confs: Sequence[ScenarioConf | str] = SEE
     """Run the seed scenario: generate (or reuse) the photo set, then one simulated engine per conf.
 
     Args:
-        n_photos: photos in the set (seeded, mixed sizes: ``toolkit.photos``).
+        n_photos: photos in the set (seeded, mixed sizes: ``toolkit.workload.photos``).
         confs: ``ScenarioConf``s or plain conf strings.
         out_dir: photos go to ``out_dir/photos`` (reused if present), runs to ``out_dir/runs/<n>.jsonl``
             (replaced on a rerun); None: a new temporary folder.
         engine_kwargs: override ``SimEngine`` arguments (e.g. ``device_capacity_bytes``, ``workspace``).
     """
     from toolkit.engines.sim import SimEngine
-    from toolkit.photos import generate_photo_set
+    from toolkit.workload.photos import generate_photo_set
 
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="ascend-memlab-seed-"))
     photos = generate_photo_set(out / "photos", n_photos, seed=seed)

@@ -6,11 +6,11 @@ Kernel side. vLLM (and with it torch) is imported only when an engine starts, ne
 How a start works, and why (field notes, "vLLM process model" and "Real vLLM on this kind of machine"):
 
 1. The baseline (device memory other processes use) is measured in a throw-away child process
-   (``python -m toolkit.engines.probe baseline``), so this process never touches the device.
+   (``python -m toolkit.worker.probe baseline``), so this process never touches the device.
 2. The environment is snapshotted; the allocator conf the user set (``%alloc_conf``) is already in it,
-   and the vllm-ascend policy (``toolkit.policy.upstream_policy``, exact and idempotent) is applied on the
+   and the vllm-ascend policy (``toolkit.conf.policy.upstream_policy``, exact and idempotent) is applied on the
    NPU platform, so the engine processes inherit exactly what vllm-ascend would give them.
-3. ``vllm.LLM(..., worker_extension_cls="toolkit.engines.extension.MemlabWorkerExtension")`` starts the
+3. ``vllm.LLM(..., worker_extension_cls="toolkit.worker.extension.MemlabWorkerExtension")`` starts the
    EngineCore and worker processes (vLLM V1's default multiprocess mode; CPU vLLM always spawns them).
 4. ``LLM()`` rewrites this process's environment (``LD_PRELOAD`` to torch's libgomp,
    ``VLLM_WORKER_MULTIPROC_METHOD=spawn``, ``LOCAL_WORLD_SIZE``...), which would leak into every subprocess
@@ -39,18 +39,18 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from toolkit import guard
-from toolkit.engines.inputs import IMAGE_EXTENSIONS, list_images, opened_image
-from toolkit.errors import EngineError, TooLateError, ToolkitError
-from toolkit.engines.engine_views import ALLOC_VARS, ConfReadback, StopReport
+from toolkit.conf import guard
+from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, opened_image
+from toolkit.core.errors import EngineError, TooLateError, ToolkitError
+from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
-from toolkit.records import MemorySample, RequestResult, Run
-from toolkit.units import format_bytes
+from toolkit.core.records import MemorySample, RequestResult, Run
+from toolkit.core.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
-EXTENSION = "toolkit.engines.extension.MemlabWorkerExtension"
+EXTENSION = "toolkit.worker.extension.MemlabWorkerExtension"
 REAL_BACKENDS = ("cpu", "cuda", "npu")
 PROBE_BACKEND = {"cpu": "host", "cuda": "cuda", "npu": "npu"}
 RUN_PLATFORM = {"cpu": "cpu", "cuda": "cuda", "npu": "npu"}
@@ -148,7 +148,7 @@ def measure_baseline(backend: str, timeout_s: float = BASELINE_TIMEOUT_S) -> dic
     probe_backend = PROBE_BACKEND[backend]
     if probe_backend == "host":
         return {"backend": "host", "method": "none", "used_bytes": {}, "total_bytes": {}}
-    cmd = [sys.executable, "-m", "toolkit.engines.probe", "baseline", "--backend", probe_backend]
+    cmd = [sys.executable, "-m", "toolkit.worker.probe", "baseline", "--backend", probe_backend]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -194,7 +194,7 @@ def _apply_policy(environ: MutableMapping[str, str], platform: str, policy: Poli
     """Apply the vllm-ascend policy to ``environ`` (NPU platform only); returns what it said."""
     if platform != "npu" or policy == "none":
         return () if platform != "npu" else ("none applied (vllm-ascend, if installed, still applies its own)",)
-    from toolkit import policy as pol
+    from toolkit.conf import policy as pol
 
     if policy == "upstream":
         result = pol.upstream_policy(environ, vllm_ascend_version, sleep_mode=sleep_mode, rl_enabled=rl_enabled)

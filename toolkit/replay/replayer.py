@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from toolkit.records import Run
+    from toolkit.core.records import Run
     from toolkit.snapshot import Snapshot
 
 SegmentAddresses = Literal["recorded", "fresh"]
@@ -494,12 +494,12 @@ def replay_steps(
 
     One pass of :func:`replay` (same options); each step becomes one ``MemorySample`` (``request_index`` =
     step, ``input_name`` says which trace event it stops after) and its snapshot is keyed by step, ready for
-    ``toolkit.widgets.Inspector(run, snapshots)``. When the replay hits an OOM, that event is the last step.
+    ``toolkit.notebook.widgets.Inspector(run, snapshots)``. When the replay hits an OOM, that event is the last step.
     """
     import time
 
-    from toolkit.records import MemorySample, Run
-    from toolkit.units import format_bytes
+    from toolkit.core.records import MemorySample, Run
+    from toolkit.core.units import format_bytes
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")

@@ -14,20 +14,20 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_conf_check(args: argparse.Namespace) -> int:
-    from toolkit.session import Session
+    from toolkit.notebook.conf_session import Session
 
     print(Session({}, platform=args.platform).check_conf(args.conf, version=args.version))
     return 0
 
 
 def _cmd_conf_show(args: argparse.Namespace) -> int:
-    from toolkit.session import Session
+    from toolkit.notebook.conf_session import Session
 
     session = Session(platform=args.platform)
     session.target(version=args.version)
@@ -36,7 +36,7 @@ def _cmd_conf_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_conf_policy(args: argparse.Namespace) -> int:
-    from toolkit.session import Session
+    from toolkit.notebook.conf_session import Session
 
     view = Session(platform="npu").policy(args.vllm_ascend, sleep_mode=args.sleep_mode, rl_enabled=args.rl)
     print(view)
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--rl", action="store_true", help="additional_config.rl_config.enabled")
     pol.set_defaults(handler=_cmd_conf_policy)
 
-    from toolkit.cli_runs import add_commands  # scenario, demo, replay
+    from toolkit.cli.runs import add_commands  # scenario, demo, replay
 
     add_commands(sub)
     return parser

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from toolkit.conf import AllocConf
-    from toolkit.policy import PolicyResult
+    from toolkit.conf.policy import PolicyResult
 
 
 def rows_html(rows: Sequence[tuple[str, str]], header: tuple[str, str] = ("", "")) -> str:

@@ -1,7 +1,7 @@
 """The vLLM worker extension: the probes, callable by name with ``llm.collective_rpc("memlab_...")``.
 
 vLLM mixes this class into its worker class in every worker process (``worker_extension_cls=`` takes the
-qualified name ``"toolkit.engines.extension.MemlabWorkerExtension"``; ``vllm/v1/worker/worker_base.py``
+qualified name ``"toolkit.worker.extension.MemlabWorkerExtension"``; ``vllm/v1/worker/worker_base.py``
 resolves it by name and rejects class objects). Methods are called by name, so no callable is serialised
 and ``VLLM_ALLOW_INSECURE_SERIALIZATION`` stays off. Every method returns plain data (ints, strings,
 bools, lists, dicts): results travel over vLLM's msgpack channel.
@@ -9,7 +9,7 @@ bools, lists, dicts): results travel over vLLM's msgpack channel.
 Every attribute starts with ``memlab_``: vLLM asserts that extension attributes do not collide with the
 worker's. Per-worker state lives on the instance (``self._memlab_state``), created on first use.
 
-Engine side: imports torch / torch_npu (through ``toolkit.engines.probe``); never IPython or plotly.
+Engine side: imports torch / torch_npu (through ``toolkit.worker.probe``); never IPython or plotly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from toolkit.engines import probe
 
-EXTENSION_QUALNAME = "toolkit.engines.extension.MemlabWorkerExtension"
+EXTENSION_QUALNAME = "toolkit.worker.extension.MemlabWorkerExtension"
 # worker methods the failure watch wraps: an exception there kills the engine, and vLLM's EngineDeadError
 # does not say why (vllm/v1/engine/exceptions.py), so the worker writes the cause down first
 _WATCHED = ("execute_model", "sample_tokens")

@@ -3,7 +3,7 @@
 Everything the magic does is a method here, so a script does the same without IPython (CPU vLLM spawns its
 processes, so a script needs a main guard)::
 
-    from toolkit.llm_session import LLMSession
+    from toolkit.notebook.llm_session import LLMSession
 
     if __name__ == "__main__":
         s = LLMSession()
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ToolkitError
-from toolkit.session import WRITE_VAR, Session
-from toolkit.views import rows_html, rows_text
+from toolkit.core.errors import ToolkitError
+from toolkit.notebook.conf_session import WRITE_VAR, Session
+from toolkit.viz.tables import rows_html, rows_text
 
 BACKENDS = ("auto", "sim", "cpu", "cuda", "npu")
 # engine arguments the simulator models; the others (enforce_eager, sleep mode, multi-modal limits...) only
@@ -151,7 +151,7 @@ class LLMSession:
         if chosen == "sim":
             self.engine = self._start_sim(model, name, engine_args, notes)
         else:
-            from toolkit.engines.vllm_engine import VllmEngine
+            from toolkit.engines.vllm.engine import VllmEngine
 
             platform = "cuda" if chosen == "cuda" else self.conf.platform
             if chosen == "cuda" and self.conf.platform != "cuda":
@@ -189,7 +189,7 @@ class LLMSession:
             raise EngineSessionError("no engine is running: start one with %ascend_llm MODEL (LLMSession.start)")
         if hasattr(eng, "stop"):
             return eng.stop(namespaces=namespaces)
-        from toolkit.engines.engine_views import StopReport
+        from toolkit.engines.vllm.reports import StopReport
 
         return StopReport(eng.name, notes=("simulated engine: nothing to shut down",))
 

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.session import ALL_VARS as ALLOC_VARS
-from toolkit.session import WRITE_VAR
-from toolkit.views import rows_html, rows_text
+from toolkit.notebook.conf_session import ALL_VARS as ALLOC_VARS
+from toolkit.notebook.conf_session import WRITE_VAR
+from toolkit.viz.tables import rows_html, rows_text
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 
 NPU_VAR = "PYTORCH_NPU_ALLOC_CONF"
 GENERIC_VAR = "PYTORCH_ALLOC_CONF"

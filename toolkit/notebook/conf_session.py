@@ -2,7 +2,7 @@
 
 Everything ``%alloc_conf`` does is a method here, so a script can do the same without IPython::
 
-    from toolkit.session import Session
+    from toolkit.notebook.conf_session import Session
     s = Session()
     s.set_conf("expandable_segments:True,page_size:1g")   # validated, written to os.environ
     print(s.status())                                      # what the engine will really run with
@@ -15,9 +15,9 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from toolkit import conf as confmod
-from toolkit import guard, policy
-from toolkit.errors import TooLateError, ToolkitError
-from toolkit.views import ConfStatus, PolicyView
+from toolkit.conf import guard, policy
+from toolkit.core.errors import TooLateError, ToolkitError
+from toolkit.viz.tables import ConfStatus, PolicyView
 
 PLATFORMS = ("npu", "cuda")
 # The variable the toolkit writes per platform, and the competing ones it moves out of the way: with only

@@ -1,8 +1,8 @@
 """Runs and allocator snapshots -> plotly figures. Pure: builds figures, never displays them.
 
-Every function takes plain records (``Run``/``MemorySample`` from ``toolkit.records``, snapshot dicts in
+Every function takes plain records (``Run``/``MemorySample`` from ``toolkit.core.records``, snapshot dicts in
 the layout of ``torch.cuda.memory._snapshot()``) and returns a ``plotly.graph_objects.Figure`` that can
-be checked with ``fig.to_dict()``; ``toolkit.widgets`` wraps them for live views and ``toolkit.report``
+be checked with ``fig.to_dict()``; ``toolkit.notebook.widgets`` wraps them for live views and ``toolkit.viz.report``
 writes them to a self-contained HTML file. Simulated data says "simulated" in every title.
 
 Memory is plotted in GiB (floats computed from the integer byte counts) because plotly's own SI tick
@@ -23,9 +23,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from toolkit.errors import ToolkitError
-from toolkit.records import MemorySample, Run
-from toolkit.units import GiB, MiB, format_bytes
+from toolkit.core.errors import ToolkitError
+from toolkit.core.records import MemorySample, Run
+from toolkit.core.units import GiB, MiB, format_bytes
 
 __all__ = [
     "BLOCK_STATE_COLORS",
@@ -243,7 +243,7 @@ def plot_run(
     error on hover; the first OOM gets a vertical line. Hovering shows the input image, tokens, latency.
 
     Trace order is stable (per rank: ``metrics`` in order, then the failure markers), so a
-    ``FigureWidget`` can update traces in place as samples arrive (``toolkit.widgets.LiveFigure``);
+    ``FigureWidget`` can update traces in place as samples arrive (``toolkit.notebook.widgets.LiveFigure``);
     ``ranks`` fixes the panels before any sample of a rank has arrived.
     """
     for m in metrics:

@@ -4,10 +4,10 @@ Kernel side: plotly's ``FigureWidget`` (anywidget-based since plotly 6, plotly P
 both imported only when a view is built. Where the widget front end is missing (VS Code without
 anywidget, plotly #5027; ``nbconvert``; a plain script) every view has a static fallback:
 ``mode="static"`` shows ordinary plotly figures, redrawn through a display handle, and the inspector
-becomes a plotly figure with a built-in slider (``toolkit.plots.plot_allocator_steps``), which needs no
+becomes a plotly figure with a built-in slider (``toolkit.viz.plots.plot_allocator_steps``), which needs no
 kernel at all. ``mode="auto"`` picks the widget when anywidget and ipywidgets import and a kernel runs.
 
-The figures themselves come from ``toolkit.plots`` (pure); this module only feeds and updates them.
+The figures themselves come from ``toolkit.viz.plots`` (pure); this module only feeds and updates them.
 
 Snapshots for the inspector come from any object with ``snapshot_at(request_index, rank) -> dict | None``
 (or such a callable, or a mapping keyed by ``(request_index, rank)`` or ``request_index``). The sim
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
-from toolkit.plots import (
+from toolkit.core.errors import ToolkitError
+from toolkit.viz.plots import (
     MEMORY_METRICS,
     METRIC_LABELS,
     allocator_state_traces,
@@ -40,8 +40,8 @@ from toolkit.plots import (
     plot_compare,
     plot_run,
 )
-from toolkit.records import MemorySample, Run
-from toolkit.units import GiB, format_bytes
+from toolkit.core.records import MemorySample, Run
+from toolkit.core.units import GiB, format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -269,7 +269,7 @@ class _RankColumns:
         self.done = 0  # samples already converted into the columns
 
     def extend(self, samples: Sequence[MemorySample]) -> None:
-        from toolkit.plots import _request_texts  # the hover text of plot_run, shared
+        from toolkit.viz.plots import _request_texts  # the hover text of plot_run, shared
 
         new = samples[self.done:]
         self.x.extend(s.request_index for s in new)
@@ -285,7 +285,7 @@ class _RankColumns:
 
 
 class LiveFigure:
-    """Per-request memory of a run as it grows (``toolkit.plots.plot_run``, redrawn while samples arrive).
+    """Per-request memory of a run as it grows (``toolkit.viz.plots.plot_run``, redrawn while samples arrive).
 
     Feeding it is cheap: ``append`` (or calling the object with a sample or a per-request result) only
     stores the samples; the figure is redrawn at most every ``interval_s`` seconds, and never more often
@@ -671,7 +671,7 @@ class Inspector:
                            self.rank if rank is None else rank)
 
     def _title(self, request_index: int, rank: int, snap: Mapping[str, Any] | None) -> str:
-        from toolkit.plots import _state_title
+        from toolkit.viz.plots import _state_title
 
         sample = self._samples.get((request_index, rank))
         note = [self.run.name]
@@ -911,9 +911,9 @@ RunOne = Callable[[str, "float | None"], Run]
 
 
 def seed_runner(n_photos: int = 40, out_dir: str | Path | None = None, **engine_kwargs: Any) -> RunOne:
-    """A runner for ``ConfSweep``: the seed scenario (``toolkit.scenarios.seed_scenario``, simulated) for
+    """A runner for ``ConfSweep``: the seed scenario (``toolkit.engines.scenarios.seed_scenario``, simulated) for
     one conf at a time, sharing one photo set."""
-    from toolkit.scenarios import ScenarioConf, seed_scenario
+    from toolkit.engines.scenarios import ScenarioConf, seed_scenario
 
     folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="ascend-memlab-sweep-"))
 
@@ -985,7 +985,7 @@ class ConfSweep:
 
     def run(self) -> list[Run]:
         """Run every valid combination (updating the panel after each); returns the runs."""
-        from toolkit.errors import ToolkitError
+        from toolkit.core.errors import ToolkitError
 
         valid, self.rejected = self.combinations()
         self.runs, self.failed = [], []
@@ -1004,8 +1004,8 @@ class ConfSweep:
         return self.runs
 
     def table(self) -> pd.DataFrame:
-        """The summary of the runs so far (``toolkit.report.summary_frame``; bytes as ints)."""
-        from toolkit.report import summary_frame
+        """The summary of the runs so far (``toolkit.viz.report.summary_frame``; bytes as ints)."""
+        from toolkit.viz.report import summary_frame
 
         return summary_frame(self.runs)
 
@@ -1020,7 +1020,7 @@ class ConfSweep:
     def _refresh(self) -> None:
         if self._box is None or not self.runs:
             return
-        from toolkit.report import format_summary
+        from toolkit.viz.report import format_summary
 
         new = self.figure()
         fw = self._ui["figure"]

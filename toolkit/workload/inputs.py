@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit.errors import EngineError
+from toolkit.core.errors import EngineError
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image

@@ -1,6 +1,6 @@
 """The command-line subcommands that run things: the seed scenario, replays of recorded snapshots, the demo.
 
-Imported lazily by ``toolkit.cli`` so that ``ascend-memlab conf ...`` stays instant.
+Imported lazily by ``toolkit.cli.main`` so that ``ascend-memlab conf ...`` stays instant.
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.units import GiB, format_bytes
+from toolkit.core.units import GiB, format_bytes
 
 
 def _cmd_scenario(args: argparse.Namespace) -> int:
-    from toolkit.report import write_html_report
-    from toolkit.scenarios import SEED_CONFS, ScenarioConf, seed_scenario
+    from toolkit.viz.report import write_html_report
+    from toolkit.engines.scenarios import SEED_CONFS, ScenarioConf, seed_scenario
 
     confs = [ScenarioConf(c) for c in args.conf] if args.conf else list(SEED_CONFS)
     out = Path(args.out)

@@ -420,10 +420,10 @@ def measure_baseline(backend: Backend) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m toolkit.engines.probe baseline --backend cuda``: print the baseline as one JSON line."""
+    """``python -m toolkit.worker.probe baseline --backend cuda``: print the baseline as one JSON line."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m toolkit.engines.probe")
+    p = argparse.ArgumentParser(prog="python -m toolkit.worker.probe")
     p.add_argument("command", choices=("baseline", "detect"))
     p.add_argument("--backend", choices=BACKENDS, default=None)
     args = p.parse_args(argv)

@@ -16,9 +16,9 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from toolkit.errors import ToolkitError
-from toolkit.magic_args import MagicArgumentParser, split_line
-from toolkit.llm_session import BACKENDS, LLMSession
+from toolkit.core.errors import ToolkitError
+from toolkit.notebook.magic_args import MagicArgumentParser, split_line
+from toolkit.notebook.llm_session import BACKENDS, LLMSession
 
 
 def _limit_mm(text: str) -> dict[str, int]:
@@ -135,7 +135,7 @@ EngineMagics.ascend_llm.__doc__ = ascend_llm_parser().format_help()
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Standalone registration (the lead's ``toolkit.magics`` should register it with its shared Session)."""
+    """Standalone registration (the lead's ``toolkit.notebook.conf_magics`` should register it with its shared Session)."""
     ipython.register_magics(EngineMagics(ipython))
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.errors import ToolkitError
-from toolkit.records import Run
-from toolkit.units import format_bytes
+from toolkit.core.errors import ToolkitError
+from toolkit.core.records import Run
+from toolkit.core.units import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -185,7 +185,7 @@ def html_report(
     from plotly.offline import get_plotlyjs
 
     from toolkit import __version__
-    from toolkit.plots import plot_allocator_steps, plot_compare, plot_fragmentation, plot_run
+    from toolkit.viz.plots import plot_allocator_steps, plot_compare, plot_fragmentation, plot_run
 
     runs = list(runs)
     if not runs:

@@ -16,7 +16,7 @@ seconds and is deterministic for a seed:
   so every image becomes at most a few hundred visual tokens.
 
 Engine side: imports ``torch``/``transformers``/``tokenizers`` inside the functions (run it in the vLLM
-environment: ``python -m toolkit.engines.tiny_model OUT_DIR``).
+environment: ``python -m toolkit._testing.tiny_model OUT_DIR``).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def write_tiny_qwen2_vl(out_dir: str | Path, *, seed: int = 0, overwrite: bool =
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m toolkit.engines.tiny_model",
+    p = argparse.ArgumentParser(prog="python -m toolkit._testing.tiny_model",
                                 description="Write the tiny Qwen2-VL model used by the CPU engine tests.")
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)

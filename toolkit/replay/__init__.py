@@ -1,0 +1,29 @@
+"""Replay a recorded allocator snapshot through the simulated device, under its own conf or another.
+
+Pure: never imports torch. ``replay()`` gives a per-event timeline; ``replay_steps()`` turns one pass into a
+``Run`` plus allocator states for the inspector.
+"""
+
+from __future__ import annotations
+
+from toolkit.replay.replayer import (
+    TIMELINE_COLUMNS,
+    RecordedSegmentAddresses,
+    ReplayResult,
+    guess_torch_version,
+    recorded_conf,
+    replay,
+    replay_events,
+    replay_steps,
+)
+
+__all__ = [
+    "TIMELINE_COLUMNS",
+    "RecordedSegmentAddresses",
+    "ReplayResult",
+    "guess_torch_version",
+    "recorded_conf",
+    "replay",
+    "replay_events",
+    "replay_steps",
+]
