@@ -19,6 +19,7 @@ from toolkit.viz.report import (
     write_html_report,
 )
 from toolkit.core.units import MiB
+from toolkit.snapshot.by_request import SnapshotSourceError
 
 
 def two_runs():
@@ -105,7 +106,7 @@ def test_html_report_errors(tmp_path: Path) -> None:
         write_html_report(two_runs(), tmp_path / "r.txt")
     with pytest.raises(ReportError, match="no runs"):
         html_report([])
-    with pytest.raises(ReportError, match="snapshot_at"):
+    with pytest.raises(SnapshotSourceError, match="snapshot_at"):
         html_report(two_runs(), snapshots={"ms": 42})
 
 

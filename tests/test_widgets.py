@@ -17,6 +17,7 @@ from test_plots import make_run, sim_snapshot
 from toolkit.viz.plots import MEMORY_METRICS
 from toolkit.core.records import Run
 from toolkit.core.units import GiB
+from toolkit.snapshot.by_request import SnapshotSourceError
 from toolkit.notebook.widgets import (
     ConfSweep,
     Inspector,
@@ -157,7 +158,7 @@ def test_snapshot_recorder_every_and_failures() -> None:
     for i in range(10):
         bounded(_Result(i, "oom" if i == 2 else "ok"))
     assert len(bounded) == 3 and 2 in bounded.requests and 9 in bounded.requests
-    with pytest.raises(WidgetError):
+    with pytest.raises(SnapshotSourceError):
         SnapshotRecorder(dev, every=0)
 
 
@@ -166,7 +167,7 @@ def test_snapshot_lookup_accepts_sources_mappings_and_callables() -> None:
     assert snapshot_lookup(None)(1, 0) is None
     assert snapshot_lookup({(1, 0): snap})(1, 0) is snap and snapshot_lookup({1: snap})(1, 3) is snap
     assert snapshot_lookup(lambda k, r: snap if k == 2 else None)(2, 0) is snap
-    with pytest.raises(WidgetError, match="snapshot_at"):
+    with pytest.raises(SnapshotSourceError, match="snapshot_at"):
         snapshot_lookup(42)
 
 

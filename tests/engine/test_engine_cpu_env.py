@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from engine_helpers import run_scenario
-from toolkit.engines import cpu_env
+from toolkit.engines.vllm import cpu_env
 
 
 def test_the_fix_is_inert_outside_a_cpu_torch(monkeypatch):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from toolkit.engines import probe
+from toolkit.worker import probe
 from toolkit.worker.extension import MemlabWorkerExtension
 
 MiB = 1 << 20

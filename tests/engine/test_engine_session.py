@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from toolkit.notebook.engine_magics import EngineMagics, ascend_llm_parser
-from toolkit.engines import vllm_engine as ve
+from toolkit.engines.vllm import engine as ve
 from toolkit.notebook.llm_session import EngineSessionError, LLMSession, detect_backend
 from toolkit.notebook.conf_session import Session
 

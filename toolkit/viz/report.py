@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.core.errors import ToolkitError
 from toolkit.core.records import Run
 from toolkit.core.units import format_bytes
+from toolkit.snapshot.by_request import snapshot_lookup
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -34,7 +35,6 @@ __all__ = [
     "write_html_report",
 ]
 
-SnapshotLookup = Callable[[int, int], "Mapping[str, Any] | None"]
 _RUN_COLUMNS = ("run", "conf", "effective_conf", "backend", "platform", "model", "simulated")
 SUMMARY_COLUMNS = (
     "run", "conf", "effective_conf", "simulated", "status", "requests", "requests_served", "oom_at_request",
@@ -158,17 +158,6 @@ def _figure_div(fig: go.Figure) -> str:
                        default_width="100%")
 
 
-def _as_lookup(source: Any) -> SnapshotLookup | None:
-    if source is None:
-        return None
-    if hasattr(source, "snapshot_at"):
-        return source.snapshot_at  # type: ignore[no-any-return]
-    if callable(source):
-        return source  # type: ignore[no-any-return]
-    raise ReportError(f"snapshots must be objects with snapshot_at(request, rank) or callables, "
-                      f"got {type(source).__name__}")
-
-
 def html_report(
     runs: Sequence[Run],
     *,
@@ -185,7 +174,12 @@ def html_report(
     from plotly.offline import get_plotlyjs
 
     from toolkit import __version__
-    from toolkit.viz.plots import plot_allocator_steps, plot_compare, plot_fragmentation, plot_run
+    from toolkit.viz.plots import (
+        plot_allocator_steps,
+        plot_compare,
+        plot_fragmentation,
+        plot_run,
+    )
 
     runs = list(runs)
     if not runs:
@@ -211,7 +205,8 @@ def html_report(
         if run.samples:
             parts.append(_figure_div(plot_run(run)))
             parts.append(_figure_div(plot_fragmentation(run)))
-        lookup = _as_lookup((snapshots or {}).get(run.name))
+        source = (snapshots or {}).get(run.name)
+        lookup = snapshot_lookup(source) if source is not None else None
         if lookup is not None and run.samples:
             parts.append("<h3>Allocator state, request by request</h3>")
             parts.append(_figure_div(plot_allocator_steps(run, lookup, rank=run.ranks[0])))

@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from toolkit.engines import probe
+from toolkit.worker import probe
 
 EXTENSION_QUALNAME = "toolkit.worker.extension.MemlabWorkerExtension"
 # worker methods the failure watch wraps: an exception there kills the engine, and vLLM's EngineDeadError

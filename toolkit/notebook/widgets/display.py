@@ -1,0 +1,80 @@
+"""Where a view shows: kernel or script, widget or static figure (imports ipywidgets and anywidget
+only when asked)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from toolkit.core.errors import ToolkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import plotly.graph_objects as go
+
+
+Mode = Literal["auto", "widget", "static"]
+
+
+class WidgetError(ToolkitError, ValueError):
+    """A view was built with input it cannot use (bad mode, no samples, an unusable snapshot source)."""
+
+
+
+# -- environment ---------------------------------------------------------------------------------------
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def widgets_available() -> bool:
+    """True when a kernel runs and ``anywidget`` + ``ipywidgets`` import (plotly 6+'s FigureWidget
+    needs anywidget). Says nothing about the front end: where it cannot show widgets, use
+    ``mode="static"``."""
+    if not _in_kernel():
+        return False
+    try:
+        import anywidget  # noqa: F401
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve_mode(mode: str) -> Literal["widget", "static"]:
+    if mode not in ("auto", "widget", "static"):
+        raise WidgetError(f"mode must be 'auto', 'widget' or 'static', got {mode!r}")
+    if mode == "auto":
+        return "widget" if widgets_available() else "static"
+    if mode == "widget":
+        try:
+            import anywidget  # noqa: F401
+            import ipywidgets  # noqa: F401
+        except ImportError:
+            raise WidgetError("mode='widget' needs anywidget and ipywidgets: pip install 'ascend-memlab[notebook]'"
+                              " (or use mode='static')") from None
+    return mode  # type: ignore[return-value]
+
+
+def _figure_widget(fig: go.Figure) -> go.FigureWidget:
+    import plotly.graph_objects as go
+
+    return go.FigureWidget(fig)
+
+
+def _display(obj: Any, *, display_id: bool = False) -> Any:
+    """IPython's display when IPython is there; a no-op in plain scripts (figures stay reachable)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is a notebook-extra dependency
+        return None
+    if get_ipython() is None:
+        return None
+    return display(obj, display_id=display_id) if display_id else display(obj)
+
+
