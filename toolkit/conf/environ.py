@@ -23,9 +23,10 @@ from toolkit.conf.dialects import resolve_dialect
 from toolkit.conf.errors import ConfError
 from toolkit.conf.model import AllocConf, parse
 
-NPU_VAR, ALLOC_VAR, CUDA_VAR, HIP_VAR = (
-    "PYTORCH_NPU_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF")
-CONF_VARS = (NPU_VAR, ALLOC_VAR, CUDA_VAR, HIP_VAR)
+from toolkit.core.vocab import CONF_VARS, CUDA_VAR, HIP_VAR, NPU_VAR
+from toolkit.core.vocab import GENERIC_VAR as ALLOC_VAR
+
+__all__ = ["CONF_VARS", "CUDA_VAR", "HIP_VAR", "NPU_VAR", "ALLOC_VAR", "EffectiveConf", "conf_from_environ", "read_order"]
 _BYPASS = {"cuda": ("PYTORCH_NO_CUDA_MEMORY_CACHING", "PYTORCH_NO_HIP_MEMORY_CACHING"),
            "npu": ("PYTORCH_NO_NPU_MEMORY_CACHING",)}
 

@@ -26,8 +26,8 @@ from packaging.version import InvalidVersion, Version
 
 from toolkit.core.errors import ToolkitError
 
-NPU_VAR = "PYTORCH_NPU_ALLOC_CONF"
-GENERIC_VAR = "PYTORCH_ALLOC_CONF"
+from toolkit.core.vocab import GENERIC_VAR, NPU_VAR
+
 DEFAULT_FROM = Version("0.14.0rc1")  # first tag with PR #5855; releases/v0.13.0 does not have it
 EXPANDABLE = "expandable_segments:True"
 # The NPU allocator refuses expandable segments together with these keys (allocator-spec §1.6).

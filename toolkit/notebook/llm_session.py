@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import ToolkitError
+from toolkit.core.vocab import BACKEND_CHOICES
 from toolkit.notebook.conf_session import WRITE_VAR, Session
 from toolkit.viz.tables import rows_html, rows_text
 
-BACKENDS = ("auto", "sim", "cpu", "cuda", "npu")
 # engine arguments the simulator models; the others (enforce_eager, sleep mode, multi-modal limits...) only
 # exist on a real engine
 SIM_ARGS = ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
@@ -135,8 +135,8 @@ class LLMSession:
         ``enable_sleep_mode``, ``limit_mm_per_prompt``, ``mm_processor_cache_gb``, ...), plus ``policy`` and
         ``vllm_ascend_version`` (see ``VllmEngine``) and ``max_tokens`` (default per request).
         """
-        if backend not in BACKENDS:
-            raise EngineSessionError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if backend not in BACKEND_CHOICES:
+            raise EngineSessionError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
         chosen = detect_backend() if backend == "auto" else backend
         notes: list[str] = []
         if backend == "auto":

@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 from toolkit.core.errors import ToolkitError
 from toolkit.core.records import MemorySample, Run
 from toolkit.core.units import GiB, MiB, format_bytes
+from toolkit.core.vocab import WRITE_VAR
 
 __all__ = [
     "BLOCK_STATE_COLORS",
@@ -176,7 +177,7 @@ def budget_bytes_of(run: Run) -> int | None:
     return math.ceil(capacity * float(util))
 
 
-_CONF_VARIABLE = {"npu": "PYTORCH_NPU_ALLOC_CONF", "cuda": "PYTORCH_CUDA_ALLOC_CONF"}
+_CONF_VARIABLE = WRITE_VAR
 
 
 def _conf_label(run: Run) -> str:

@@ -36,10 +36,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from toolkit.core.vocab import CONF_VARS as ALLOC_VARS
+from toolkit.core.vocab import PROBE_BACKENDS as BACKENDS
+
 Backend = Literal["npu", "cuda", "host"]
-BACKENDS: tuple[str, ...] = ("npu", "cuda", "host")
 # the allocator variables a worker may read (torch_npu reads the NPU one first, then the generic one)
-ALLOC_VARS = ("PYTORCH_NPU_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF")
 # other variables worth seeing from inside the worker
 ENGINE_VARS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_WORKER_MULTIPROC_METHOD", "OMP_NUM_THREADS",
                "LD_PRELOAD", "ASCEND_RT_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "LOCAL_WORLD_SIZE")

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from toolkit.core.errors import ToolkitError
+from toolkit.core.vocab import PLATFORMS
 from toolkit.workload.presets import DTYPE_BYTES, Preset
 
-PLATFORMS = ("npu", "cuda")
 # vLLM's KV block size when the user gives none: 16 tokens on CUDA (CacheConfig default), 128 on Ascend
 # (vllm-ascend's platform check_and_update_config sets block_size 128 for its attention backends).
 DEFAULT_BLOCK_SIZE = {"cuda": 16, "npu": 128}

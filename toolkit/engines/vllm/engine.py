@@ -46,12 +46,12 @@ from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
 from toolkit.core.records import MemorySample, RequestResult, Run
 from toolkit.core.units import format_bytes
+from toolkit.core.vocab import REAL_BACKENDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
 EXTENSION = "toolkit.worker.extension.MemlabWorkerExtension"
-REAL_BACKENDS = ("cpu", "cuda", "npu")
 PROBE_BACKEND = {"cpu": "host", "cuda": "cuda", "npu": "npu"}
 RUN_PLATFORM = {"cpu": "cpu", "cuda": "cuda", "npu": "npu"}
 RPC_TIMEOUT_S = 60.0

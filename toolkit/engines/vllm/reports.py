@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.notebook.conf_session import ALL_VARS as ALLOC_VARS
-from toolkit.notebook.conf_session import WRITE_VAR
+from toolkit.core.vocab import CONF_VARS as ALLOC_VARS
+from toolkit.core.vocab import WRITE_VAR
 from toolkit.viz.tables import rows_html, rows_text
 
 
