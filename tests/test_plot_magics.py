@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from test_plots import make_run, sim_snapshot
+from toolkit._testing.factories import make_run, sim_snapshot
 
 from toolkit.notebook.plot_magics import PlotMagics, Views, resolve_runs
 from toolkit.core.records import RunWriter

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_plots import make_run, sim_snapshot
+from toolkit._testing.factories import make_run, sim_snapshot
 
 from toolkit.viz.report import (
     ReportError,
@@ -116,3 +116,14 @@ def test_html_report_of_a_real_run_says_nothing_about_simulation() -> None:
     assert "Simulated:" not in text and "— simulated" not in text and "(simulated)" not in text
     assert "<td>False</td>" in text  # the summary's simulated column
     assert "Memory report</title>" in text
+
+
+def test_report_takes_the_snapshots_replay_steps_gives(tmp_path: Path) -> None:
+    # the case from issue 10: the report and the inspector accept the same snapshot source
+    from toolkit.replay import replay_steps
+    from trace_paths import REAL_TRACE
+
+    run, snaps = replay_steps(REAL_TRACE, steps=4)
+    out = write_html_report([run], tmp_path / "r.html", snapshots={run.name: snaps})
+    text = Path(out).read_text()
+    assert "allocator" in text.lower() and text.count("plotly-graph-div") >= 2

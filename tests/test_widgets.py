@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from test_plots import make_run, sim_snapshot
+from toolkit._testing.factories import make_run, sim_snapshot
 
 from toolkit.viz.plots import MEMORY_METRICS
 from toolkit.core.records import Run

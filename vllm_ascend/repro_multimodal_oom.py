@@ -218,37 +218,32 @@ def installed_version(dist: str) -> str | None:
 
 
 def oom_request(run: Any) -> int | None:
-    """The request the engine died at, or None.
+    """The request the engine died at, or None (``toolkit.core.summary.oom_at_request``, the one rule every view
+    uses: a real engine that dies cannot be sampled any more, so the OOM is the request after the last one)."""
+    from toolkit.core.summary import oom_at_request
 
-    A simulated run writes an ``oom`` sample for that request. A real engine that dies cannot be sampled
-    any more, so its run ends with ``status="oom"`` after the last measured request: the OOM happened in
-    the request after it (requests are sent one at a time, in order).
-    """
-    ooms = [s.request_index for s in run.samples if s.status == "oom"]
-    if ooms:
-        return min(ooms)
-    if run.status == "oom":
-        return max((s.request_index for s in run.samples), default=-1) + 1
-    return None
+    return oom_at_request(run)
 
 
 def compare_rows(runs: Sequence[Any], requests_sent: int | None = None) -> list[dict[str, Any]]:
-    """One row per run (bytes are ints, max over ranks and requests)."""
+    """One row per run (bytes are ints, max over ranks and requests), from ``toolkit.core.summary``."""
+    from toolkit.core.summary import summarize
+
     rows = []
     for run in runs:
-        s = run.samples
+        s = summarize(run)
         rows.append({
             "conf": run.name,
             "effective_conf": run.effective_conf,
             "status": run.status,
-            "requests_served": run.requests_served,
+            "requests_served": s.requests_served,
             "requests_sent": requests_sent,
-            "oom_at_request": oom_request(run),
-            "peak_reserved_bytes": max((max(x.reserved_peak_bytes, x.reserved_bytes) for x in s), default=0),
-            "peak_non_torch_bytes": max((x.non_torch_bytes for x in s), default=0),
-            "peak_device_used_bytes": max((x.device_used_bytes for x in s), default=0),
-            "max_inactive_split_bytes": max((x.inactive_split_bytes for x in s), default=0),
-            "alloc_retries": max((x.alloc_retries for x in s), default=0),
+            "oom_at_request": s.oom_at_request,
+            "peak_reserved_bytes": s.peak_reserved_bytes,
+            "peak_non_torch_bytes": s.peak_non_torch_bytes,
+            "peak_device_used_bytes": s.peak_device_used_bytes,
+            "max_inactive_split_bytes": s.peak_inactive_split_bytes,
+            "alloc_retries": s.alloc_retries,
             "simulated": run.simulated,
         })
     return rows

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.core.records import Run
+from toolkit.core.summary import summarize
 from toolkit.core.units import GiB, format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,18 +88,14 @@ class ConfSummary:
 
     @classmethod
     def of(cls, sc: ScenarioConf, run: Run, sent: int, run_path: str | None, seconds: float) -> ConfSummary:
-        r0 = run.samples_of_rank(0)
-        oom = next((s.request_index for s in r0 if s.status == "oom"), None)
+        s = summarize(run)
         return cls(
             conf=sc.conf, label=sc.name, status=run.status, requests_sent=sent,
-            requests_served=run.requests_served, oom_at_request=oom,
-            peak_reserved_bytes=max((s.reserved_peak_bytes for s in r0), default=0),
-            peak_non_torch_bytes=max((s.non_torch_bytes for s in r0), default=0),
-            peak_device_used_bytes=max((s.device_used_bytes for s in r0), default=0),
-            max_inactive_split_bytes=max((s.inactive_split_bytes for s in r0), default=0),
-            first_reserved_bytes=r0[0].reserved_bytes if r0 else 0,
-            last_reserved_bytes=r0[-1].reserved_bytes if r0 else 0,
-            alloc_retries=r0[-1].alloc_retries if r0 else 0,
+            requests_served=s.requests_served, oom_at_request=s.oom_at_request,
+            peak_reserved_bytes=s.peak_reserved_bytes, peak_non_torch_bytes=s.peak_non_torch_bytes,
+            peak_device_used_bytes=s.peak_device_used_bytes, max_inactive_split_bytes=s.peak_inactive_split_bytes,
+            first_reserved_bytes=s.first_reserved_bytes, last_reserved_bytes=s.last_reserved_bytes,
+            alloc_retries=s.alloc_retries,
             kv_cache_bytes=int(run.engine_args.get("kv_cache_bytes", 0)), run_path=run_path, seconds=seconds)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.core.errors import ToolkitError
 from toolkit.core.records import Run
+from toolkit.core.summary import summarize
 from toolkit.core.units import format_bytes
 from toolkit.snapshot.by_request import snapshot_lookup
 
@@ -65,26 +66,9 @@ def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
 
     rows = []
     for run in runs:
-        s = run.samples
-        ooms = [x.request_index for x in s if x.status == "oom"]
-        rows.append({
-            "run": run.name,
-            "conf": run.conf or "",
-            "effective_conf": run.effective_conf,
-            "simulated": run.simulated,
-            "status": run.status,
-            "requests": len({x.request_index for x in s}),
-            "requests_served": run.requests_served,
-            "oom_at_request": min(ooms) if ooms else None,
-            "peak_reserved_bytes": max((max(x.reserved_peak_bytes, x.reserved_bytes) for x in s), default=0),
-            "peak_allocated_bytes": max((max(x.allocated_peak_bytes, x.allocated_bytes) for x in s), default=0),
-            "peak_non_torch_bytes": max((x.non_torch_bytes for x in s), default=0),
-            "peak_device_used_bytes": max((x.device_used_bytes for x in s), default=0),
-            "peak_fragmentation_bytes": max((x.reserved_bytes - x.allocated_bytes for x in s), default=0),
-            "peak_inactive_split_bytes": max((x.inactive_split_bytes for x in s), default=0),
-            "max_segments": max((x.segment_count for x in s), default=0),
-            "alloc_retries": max((x.alloc_retries for x in s), default=0),
-        })
+        row = summarize(run).as_dict()
+        row["run"] = row.pop("name")
+        rows.append(row)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame["oom_at_request"] = frame["oom_at_request"].astype("Int64")
     frame.attrs["simulated"] = bool(runs) and all(r.simulated for r in runs)
