@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # local wheel on this project's machines; elsewhere add --index-url https://download.pytorch.org/whl/cpu).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test bench clean
+.PHONY: demo test check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(VENV)/.installed
 	bash scripts/install_browser_test_deps.sh
 	bash scripts/setup_cpu_engine.sh
 	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+# The shape of the code: ruff (lint), import-linter (the layer contracts in pyproject.toml), mypy (types).
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py

@@ -36,9 +36,10 @@ from toolkit.snapshot import (
 )
 
 from trace_paths import REAL_TRACE as REAL
+from trace_paths import needs_real_trace as needs_real
+
 DATA = Path(__file__).parent / "data"
 MiB = 1 << 20
-from trace_paths import needs_real_trace as needs_real
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from typing import Any
 from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import BACKEND_CHOICES
 from toolkit.notebook.conf_session import WRITE_VAR, Session
-from toolkit.viz.tables import rows_html, rows_text
+from toolkit.core.tables import rows_html, rows_text
 
 # engine arguments the simulator models; the others (enforce_eager, sleep mode, multi-modal limits...) only
 # exist on a real engine

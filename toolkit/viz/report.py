@@ -157,7 +157,7 @@ def html_report(
     """
     from plotly.offline import get_plotlyjs
 
-    from toolkit import __version__
+    from toolkit.core.version import __version__
     from toolkit.viz.plots import (
         plot_allocator_steps,
         plot_compare,

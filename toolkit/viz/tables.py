@@ -1,4 +1,4 @@
-"""Displayable results of the conf API: plain text for terminals and scripts, HTML for notebooks.
+"""Displayable results of the conf API (conf status, policy): plain text for terminals and scripts, HTML for notebooks.
 
 Views only format; they never compute. Magics return them so ``_``, assignment and terminal IPython work.
 """
@@ -6,30 +6,14 @@ Views only format; they never compute. Magics return them so ``_``, assignment a
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from toolkit.core.tables import rows_html, rows_text
 
 if TYPE_CHECKING:
     from toolkit.conf import AllocConf
     from toolkit.conf.policy import PolicyResult
-
-
-def rows_html(rows: Sequence[tuple[str, str]], header: tuple[str, str] = ("", "")) -> str:
-    """Two-column HTML table (keys in code font), escaped: what every toolkit view shows in a notebook."""
-    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        f"<tr><td style='text-align:left'><code>{html.escape(k)}</code></td>"
-        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-        for k, v in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def rows_text(rows: Sequence[tuple[str, str]]) -> str:
-    """The same rows as aligned plain text, for terminals and scripts."""
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
 def _option_rows(conf: AllocConf) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from toolkit.core.vocab import CONF_VARS as ALLOC_VARS
 from toolkit.core.vocab import WRITE_VAR
-from toolkit.viz.tables import rows_html, rows_text
+from toolkit.core.tables import rows_html, rows_text
 
 
 @dataclass(frozen=True)
