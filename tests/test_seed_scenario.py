@@ -31,15 +31,19 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.records import load_run
-from toolkit.engines.scenarios import SEED_CONFS, ScenarioResult, seed_scenario
+from toolkit.engines.scenarios import SEED_CONFS, ScenarioResult
 
 GiB = 1024**3
 MiB = 1024**2
 
 
+# every test of this module on one xdist worker, so the session fixture is computed once (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("seed-scenario")
+
+
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> ScenarioResult:
-    return seed_scenario(300, out_dir=tmp_path_factory.mktemp("seed"))
+def result(seed_result: ScenarioResult) -> ScenarioResult:
+    return seed_result
 
 
 @pytest.mark.slow

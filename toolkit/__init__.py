@@ -17,36 +17,54 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.core.version import __version__ as __version__
 
-# public name -> module that defines it (imported on first access, PEP 562)
+# The public API, what the tutorials and the README use: public name -> the module that defines it under that
+# same name (imported on first access, PEP 562). Everything else is internal to its layer.
 _LAZY: dict[str, str] = {
-    "parse_conf": "toolkit.conf",
-    "ConfError": "toolkit.conf",
-    "AllocConf": "toolkit.conf",
+    # sessions (what the magics drive)
     "Session": "toolkit.notebook.conf_session",
-    "ToolkitError": "toolkit.core.errors",
-    "TooLateError": "toolkit.core.errors",
-    "upstream_policy": "toolkit.conf.policy",
-    "recommended_policy": "toolkit.conf.policy",
-    "SimDevice": "toolkit.sim",
-    "replay_snapshot": "toolkit.replay",
-    "load_snapshot": "toolkit.snapshot",
-    "load_run": "toolkit.core.records",
+    "LLMSession": "toolkit.notebook.llm_session",
+    # engines and the seed scenario
+    "SimEngine": "toolkit.engines.sim",
+    "VllmEngine": "toolkit.engines.vllm.engine",
+    "seed_scenario": "toolkit.engines.scenarios",
+    "ScenarioConf": "toolkit.engines.scenarios",
+    "ScenarioResult": "toolkit.engines.scenarios",
+    # live views
+    "watch": "toolkit.notebook.widgets",
+    "Inspector": "toolkit.notebook.widgets",
+    "ConfSweep": "toolkit.notebook.widgets",
+    "LiveFigure": "toolkit.notebook.widgets",
+    # figures and the report
+    "plot_run": "toolkit.viz.plots",
+    "plot_compare": "toolkit.viz.plots",
+    "plot_fragmentation": "toolkit.viz.plots",
+    "plot_allocator_state": "toolkit.viz.plots",
+    "plot_allocator_steps": "toolkit.viz.plots",
+    "summary_frame": "toolkit.viz.report",
+    "format_summary": "toolkit.viz.report",
+    "export_samples": "toolkit.viz.report",
+    "write_html_report": "toolkit.viz.report",
+    # runs, snapshots, replay
     "Run": "toolkit.core.records",
     "MemorySample": "toolkit.core.records",
-    "RunWriter": "toolkit.core.records",
-    "SimEngine": "toolkit.engines.sim",
-    "LLMSession": "toolkit.notebook.llm_session",
-    "VllmEngine": "toolkit.engines.vllm.engine",
-    "RequestResult": "toolkit.core.records",
-    "EngineError": "toolkit.core.errors",
-    "seed_scenario": "toolkit.engines.scenarios",
-    "ScenarioResult": "toolkit.engines.scenarios",
-    "ScenarioConf": "toolkit.engines.scenarios",
+    "load_run": "toolkit.core.records",
+    "summarize_run": "toolkit.core.summary",
+    "load_snapshot": "toolkit.snapshot",
+    "replay": "toolkit.replay",
+    "replay_steps": "toolkit.replay",
+    "ReplayResult": "toolkit.replay",
+    "SimDevice": "toolkit.sim",
+    # confs and inputs
+    "AllocConf": "toolkit.conf",
+    "upstream_policy": "toolkit.conf.policy",
     "generate_photo_set": "toolkit.workload.photos",
-    "smart_resize": "toolkit.workload.images",
-    "load_preset": "toolkit.workload.presets",
+    "format_bytes": "toolkit.core.units",
+    # the errors
+    "ToolkitError": "toolkit.core.errors",
+    "ConfError": "toolkit.conf",
+    "EngineError": "toolkit.core.errors",
+    "TooLateError": "toolkit.core.errors",
 }
-_ALIASES = {"parse_conf": "parse", "replay_snapshot": "replay"}
 
 __all__ = sorted([*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"])
 
@@ -58,7 +76,7 @@ def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), _ALIASES.get(name, name))
+    value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
 
@@ -69,12 +87,12 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext toolkit``: register the magics (imported here, not at package import)."""
-    from toolkit.notebook.conf_magics import load_ipython_extension as _load
+    from toolkit.notebook.extension import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
-    from toolkit.notebook.conf_magics import unload_ipython_extension as _unload
+    from toolkit.notebook.extension import unload_ipython_extension as _unload
 
     _unload(ipython)

@@ -227,11 +227,11 @@ def oom_request(run: Any) -> int | None:
 
 def compare_rows(runs: Sequence[Any], requests_sent: int | None = None) -> list[dict[str, Any]]:
     """One row per run (bytes are ints, max over ranks and requests), from ``toolkit.core.summary``."""
-    from toolkit.core.summary import summarize
+    from toolkit.core.summary import summarize_run
 
     rows = []
     for run in runs:
-        s = summarize(run)
+        s = summarize_run(run)
         rows.append({
             "conf": run.name,
             "effective_conf": run.effective_conf,

@@ -134,6 +134,7 @@ def test_effective_conf_reads_the_worker_environment(monkeypatch):
     json.dumps(conf)  # plain data only
 
 
+@pytest.mark.torch
 def test_out_of_memory_is_recognised():
     import torch
 

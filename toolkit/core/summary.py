@@ -55,7 +55,7 @@ def oom_at_request(run: Run) -> int | None:
     return None
 
 
-def summarize(run: Run) -> RunSummary:
+def summarize_run(run: Run) -> RunSummary:
     """The summary of ``run`` (all ranks)."""
     s = run.samples
     r0 = run.samples_of_rank(run.ranks[0]) if s else ()

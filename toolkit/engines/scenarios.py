@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.core.records import Run
-from toolkit.core.summary import summarize
+from toolkit.core.summary import summarize_run
 from toolkit.core.units import GiB, format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,7 +88,7 @@ class ConfSummary:
 
     @classmethod
     def of(cls, sc: ScenarioConf, run: Run, sent: int, run_path: str | None, seconds: float) -> ConfSummary:
-        s = summarize(run)
+        s = summarize_run(run)
         return cls(
             conf=sc.conf, label=sc.name, status=run.status, requests_sent=sent,
             requests_served=s.requests_served, oom_at_request=s.oom_at_request,

@@ -87,27 +87,3 @@ class ToolkitMagics(Magics):
 
 
 ToolkitMagics.alloc_conf.__doc__ = alloc_conf_parser().format_help()
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """Register every magic, sharing one conf ``Session`` and one engine ``LLMSession`` per shell."""
-    from toolkit.notebook.engine_magics import EngineMagics
-    from toolkit.notebook.llm_session import LLMSession
-    from toolkit.notebook.plot_magics import PlotMagics
-
-    conf_magics = ToolkitMagics(ipython)
-    llm_session = LLMSession(conf_magics.session)
-    conf_magics.engine_note = llm_session.conf_changed  # %alloc_conf says when the engine needs a restart
-    for magics in (conf_magics, EngineMagics(ipython, llm_session), PlotMagics(ipython, llm_session)):
-        ipython.register_magics(magics)
-
-
-MAGIC_NAMES = {"ToolkitMagics": ("alloc_conf",), "EngineMagics": ("ascend_llm",),
-               "PlotMagics": ("mem_plot", "mem_compare", "mem_inspect")}
-
-
-def unload_ipython_extension(ipython: Any) -> None:
-    for cls_name, names in MAGIC_NAMES.items():
-        if ipython.magics_manager.registry.pop(cls_name, None) is not None:
-            for name in names:
-                ipython.magics_manager.magics["line"].pop(name, None)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.core.errors import ToolkitError
 from toolkit.core.records import Run
-from toolkit.core.summary import summarize
+from toolkit.core.summary import summarize_run
 from toolkit.core.units import format_bytes
 from toolkit.snapshot.by_request import snapshot_lookup
 
@@ -66,7 +66,7 @@ def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
 
     rows = []
     for run in runs:
-        row = summarize(run).as_dict()
+        row = summarize_run(run).as_dict()
         row["run"] = row.pop("name")
         rows.append(row)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
