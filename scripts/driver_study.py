@@ -92,11 +92,11 @@ def run_conf(sc: ScenarioConf, photos: list[Path], **kwargs: Any) -> Run | str:
     return eng.run_images(photos, max_tokens=1024, progress=False, name=sc.name)
 
 
-def sweep(out: Path, n: int, utils: list[float], csv_rows: list[dict[str, Any]]) -> None:
+def sweep(out: Path, n: int, utils: list[float], csv_rows: list[dict[str, Any]], seed_photos: list[Path]) -> None:
     print("[simulated] sensitivity: first OOM request (or '-': none in the run) / total retries / peak driver cache")
-    for mix in MIXES:
-        photos = mix_photos(out, mix, n)
-        print(f"  image mix {mix!r}, {n} requests")
+    sets = {"seed photo set": seed_photos, **{mix: mix_photos(out, mix, n) for mix in MIXES}}
+    for mix, photos in sets.items():
+        print(f"  image mix {mix!r}, {len(photos)} requests")
         print("    " + f"{'conf':42s}" + "".join(f"{'util ' + format(u, 'g'):>26s}" for u in utils))
         for sc in STUDY_CONFS:
             cells = []
@@ -131,6 +131,46 @@ def bench_requests(out: Path, n_requests: int) -> None:
         print(f"  {sc.name:42s} {n_requests / (t2 - t1):8.1f} simulated requests/s")
 
 
+def svg_figure(path: Path, series: dict[str, list[tuple[int, int, int]]]) -> None:
+    """A dependency-free SVG: non-torch per request (solid) and its driver-cache part (dotted), per run."""
+    w, h, m = 900, 420, 60
+    n = max((len(v) for v in series.values()), default=1)
+    top = max((nt for v in series.values() for _, nt, _ in v), default=1) * 1.1
+    colors = ["#d62728", "#1f77b4", "#ff7f0e", "#2ca02c"]
+
+    def xy(i: int, b: int) -> str:
+        return f"{m + (w - 2 * m) * i / max(n - 1, 1):.1f},{h - m - (h - 2 * m) * b / top:.1f}"
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+             f'<text x="{m}" y="20" font-size="14">[simulated] non-torch per request (rank 0), solid; driver cache, dotted</text>',
+             f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
+             f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
+             f'<text x="{w // 2}" y="{h - 20}">request index (0..{n - 1})</text>']
+    for k in range(5):
+        b = top * k / 4
+        parts.append(f'<text x="5" y="{h - m - (h - 2 * m) * k / 4 + 4:.1f}">{b / 2**30:.2f} GiB</text>')
+    for j, (name, pts) in enumerate(series.items()):
+        c = colors[j % len(colors)]
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{" ".join(xy(i, nt) for i, nt, _ in pts)}"/>')
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-dasharray="3,3" points="{" ".join(xy(i, dc) for i, _, dc in pts)}"/>')
+        parts.append(f'<text x="{w - m - 330}" y="{m + 16 * j}" fill="{c}">{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def figure(path: Path, photos: list[Path]) -> None:
+    series = {}
+    for u in (0.95, 0.98):
+        for sc in STUDY_CONFS[:2]:
+            run = run_conf(sc, photos, gpu_memory_utilization=u)
+            if isinstance(run, str):
+                continue
+            series[f"{sc.name}, util {u}"] = [(s.request_index, s.non_torch_bytes, s.driver_cached_bytes)
+                                             for s in run.samples_of_rank(0)]
+    svg_figure(path, series)
+    print(f"[simulated] figure written: {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=300)
@@ -139,13 +179,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--csv", type=Path, default=None)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--figure", type=Path, default=None, help="write the non-torch-per-request SVG here")
+    ap.add_argument("--figure-only", action="store_true")
     a = ap.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="memlab-driver-"))
-    utils = [0.9, 0.95, 0.97, 0.99]
+    utils = [0.95, 0.975, 0.98, 0.984]  # 0.99 fails vLLM's start-up check (1 GiB context)
     if a.quick:
-        a.photos, a.sweep_photos, a.requests, utils = 60, 40, 50, [0.95, 0.99]
+        a.photos, a.sweep_photos, a.requests, utils = 60, 40, 50, [0.95, 0.98]
     t0 = time.perf_counter()
     photos = generate_photo_set(out / "photos", a.photos, seed=0)  # the seed scenario's photo set
+    if a.figure:
+        figure(a.figure, photos)
+        if a.figure_only:
+            return
     rows = []
     for sc in STUDY_CONFS:
         run = run_conf(sc, photos)
@@ -155,7 +201,7 @@ def main() -> None:
         rows.append(conf_row(sc, run))
     print_rows(rows, f"seed scenario, {a.photos} photos, gpu_memory_utilization 0.95 ({time.perf_counter() - t0:.1f} s)")
     csv_rows: list[dict[str, Any]] = []
-    sweep(out, a.sweep_photos, utils, csv_rows)
+    sweep(out, a.sweep_photos, utils, csv_rows, photos)
     bench_requests(out, a.requests)
     if a.csv:
         keys = sorted({k for r in csv_rows for k in r})

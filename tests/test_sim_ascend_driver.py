@@ -263,3 +263,13 @@ def test_page_size_1g_segments_use_uncached_giant_pages() -> None:
     dev.free(a)
     dev.empty_cache()
     assert dev.driver_cached_bytes == 0 and dev.device_used_bytes == GiB
+
+
+def test_old_run_files_load_without_driver_cached_bytes() -> None:
+    from toolkit.records import MemorySample
+
+    s = MemorySample(request_index=0, request_id="r", rank=0, started_at_ns=0, duration_ns=0, driver_cached_bytes=5)
+    old = s.to_dict()
+    del old["driver_cached_bytes"]
+    assert MemorySample.from_dict(old).driver_cached_bytes == 0
+    assert MemorySample.from_dict(s.to_dict()).driver_cached_bytes == 5
