@@ -87,7 +87,7 @@ def run_conf(sc: ScenarioConf, photos: list[Path], **kwargs: Any) -> Run | str:
     args.update(kwargs)
     try:
         eng = SimEngine(SEED_MODEL, conf=sc.conf, memory_fraction=sc.memory_fraction, **args)
-    except Exception as exc:  # the engine's own start-up failure (one line)
+    except Exception as exc:  # noqa: BLE001  (the engine's start-up failure, shown as one line)
         return "start failed: " + ("KV cache OOM" if "KV cache" in str(exc) else str(exc)[:60])
     return eng.run_images(photos, max_tokens=1024, progress=False, name=sc.name)
 

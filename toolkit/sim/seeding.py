@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from toolkit.sim.blocks import Block, Segment
-from toolkit.sim.constants import EXTRA_LARGE_BUFFER_BYTES, MIN_BLOCK_BYTES, ROUND_LARGE_BYTES
+from toolkit.sim.constants import (
+    EXTRA_LARGE_BUFFER_BYTES,
+    MIN_BLOCK_BYTES,
+    ROUND_LARGE_BYTES,
+)
 from toolkit.sim.pools import PTR_MASK, unmapped_key
 
 if TYPE_CHECKING:
@@ -66,7 +70,7 @@ class SeedingMixin:
             else:
                 va = rt.torch_segment_malloc(size, self.settings.page_1g and pool == "large")
                 ok = va is not None
-                if ok:
+                if va is not None:
                     self._seg_va[seg.address] = va
             if not ok:
                 raise ValueError(f"segment {address:#x}+{size}: the simulated driver cannot map it")

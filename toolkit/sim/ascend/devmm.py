@@ -55,8 +55,15 @@ class PhysicalMemory:
     a callable so the device can change it at any time without telling the driver.
     """
 
-    __slots__ = ("capacity_bytes", "fixed_bytes", "heap_bytes", "primary_bytes", "handle_bytes", "giant_bytes",
-                 "giant_capacity_bytes")
+    __slots__ = (
+        "capacity_bytes",
+        "fixed_bytes",
+        "giant_bytes",
+        "giant_capacity_bytes",
+        "handle_bytes",
+        "heap_bytes",
+        "primary_bytes",
+    )
 
     def __init__(self, capacity_bytes: int, fixed_bytes: object, giant_capacity_bytes: int | None = None) -> None:
         self.capacity_bytes = int(capacity_bytes)
@@ -86,7 +93,7 @@ class PhysicalMemory:
 class Node:
     """One rbtree node of a heap: a VA range inside one mapped chunk (``devmm_rbtree_node.data``)."""
 
-    __slots__ = ("va", "size", "chunk", "total", "seq")
+    __slots__ = ("chunk", "seq", "size", "total", "va")
 
     def __init__(self, va: int, size: int, chunk: int, total: int, seq: int) -> None:
         self.va = va
@@ -390,7 +397,8 @@ class HeapList:
         return h.start, h
 
     def free(self, heap: Heap, va: int, phys: PhysicalMemory, now: float, giant: bool = False) -> int:
-        """Free ``va`` of ``heap``; then destroy idle heaps while more than one heap exists (devmm_virt_interface.c:1162-1168)."""
+        """Free ``va`` of ``heap`` (primary heaps: ``devmm_free_to_base_heap``, others ``devmm_free_to_normal_heap``:
+        devmm_svm.c:325-329); then destroy idle heaps while more than one heap exists (devmm_virt_interface.c:1162-1168)."""
         if heap.primary:
             self.heaps.remove(heap)
             if giant:
