@@ -66,12 +66,15 @@ def test_default_conf_fragments_and_expandable_stays_flat(result: ScenarioResult
 
 
 @pytest.mark.slow
-def test_non_torch_memory_is_flat_under_every_conf(result: ScenarioResult) -> None:
-    values = {s.non_torch_bytes for run in result.runs.values() for s in run.samples}
-    assert len(values) == 1
-    (value,) = values
-    # 1 GiB runtime context + 200 MiB HCCL buffer + 98 MiB ATB tiling pool
-    assert value == 1 * GiB + 200 * MiB + 98 * MiB
+def test_non_torch_memory_is_fixed_consumers_plus_driver_cache(result: ScenarioResult) -> None:
+    # 1 GiB runtime context + 200 MiB HCCL buffer + 98 MiB ATB tiling pool (workspace sizes are zero by
+    # default); the rest of non-torch is what the Ascend driver keeps in its devmm heap caches
+    fixed = 1 * GiB + 200 * MiB + 98 * MiB
+    for run in result.runs.values():
+        assert all(s.non_torch_bytes == fixed + s.driver_cached_bytes for s in run.samples)
+    # default and expandable never give a segment back during the requests: flat
+    for summary in result.summaries[:2]:
+        assert {s.non_torch_bytes for s in result.runs[summary.label].samples} == {fixed}
 
 
 @pytest.mark.slow

@@ -82,6 +82,9 @@ class MemorySample:
     non_torch_bytes: int = 0
     segment_count: int = 0
     alloc_retries: int = 0  # cumulative num_alloc_retries
+    # bytes the Ascend driver keeps mapped in its devmm heap caches (part of non_torch; 0 where the driver
+    # is not modelled or in run files written before this field existed)
+    driver_cached_bytes: int = 0
     num_ooms: int = 0  # cumulative num_ooms
     status: SampleStatus = "ok"
     message: str | None = None

@@ -73,6 +73,11 @@ HCCL_BUFFER_BYTES = 200 * MiB
 # profiling and not accounted for.
 ATB_TILING_POOL_BYTES = 98 * MiB
 
+# Simulated time that passes per request for the driver: its cache threshold decays at most once per
+# second (hicann/driver devmm_virt_com_heap.c:1234), so any value above 1 s is equivalent while each
+# request's segment frees come in one burst; the seed's requests generate up to 1024 tokens, far longer.
+DRIVER_SECONDS_PER_REQUEST = 2.0
+
 OutputTokens = Literal["max", "uniform"] | int
 
 
@@ -317,6 +322,7 @@ class SimEngine:
             inactive_split_bytes=stats["inactive_split_bytes.all.current"],
             device_used_bytes=used, device_total_bytes=total, non_torch_bytes=used - reserved,
             segment_count=stats["segment.all.current"], alloc_retries=stats["num_alloc_retries"],
+            driver_cached_bytes=dev.driver_cached_bytes,
             num_ooms=stats["num_ooms"], status=status, message=message)  # type: ignore[arg-type]
         from dataclasses import replace
 
@@ -383,6 +389,7 @@ class SimEngine:
                     resized_height_px=grid.resized_height_px if grid else None,
                     visual_tokens=visual, prompt_tokens=n_prompt, output_tokens=n_out)
         self.device.reset_peak_memory_stats()
+        self.device.advance_clock(DRIVER_SECONDS_PER_REQUEST)
         status, message = "ok", None
         try:
             if grid is not None and key is not None:

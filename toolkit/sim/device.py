@@ -19,6 +19,8 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from toolkit.sim.addresses import WORKSPACE_TOP_ADDRESS, DecreasingAddresses, SegmentAddressFn
+from toolkit.sim.ascend.devmm import HeapStats
+from toolkit.sim.ascend.runtime import AscendRuntime
 from toolkit.sim.blocks import Block, Segment
 from toolkit.sim.constants import (
     GiB,
@@ -92,6 +94,10 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         device: device index shown in messages and snapshots.
         tie_break: override the best-fit tie-break (``"address"`` or ``"registration"``).
         npu_pad_bytes: override the NPU pad (0 on Ascend950 with CANN >= 9.1).
+        driver: model the Ascend runtime and driver below torch_npu (``toolkit.sim.ascend``): segments
+            come from devmm heaps whose cache keeps freed chunks <= 36 MiB mapped, so device used and
+            ``mem_get_info`` come from the driver. None: on for ``npu``; always off for ``cuda``.
+        giant_page_bytes: 1 GiB pages reserved on the host for ``page_size:1g`` (None: unlimited).
     """
 
     def __init__(
@@ -107,6 +113,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         device: int = 0,
         tie_break: TieBreak | None = None,
         npu_pad_bytes: int | None = None,
+        driver: bool | None = None,
+        giant_page_bytes: int | None = None,
     ) -> None:
         if profile not in ("cuda", "npu"):
             raise ValueError(f"profile must be 'cuda' or 'npu', got {profile!r}")
@@ -121,6 +129,14 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         if self.capacity_bytes <= 0 or self.context_bytes < 0 or self.external_bytes < 0:
             raise ValueError("capacity_bytes must be > 0; context_bytes and external_bytes must be >= 0")
         self.device = int(device)
+        if driver and profile != "npu":
+            raise ValueError("driver=True models the Ascend driver: it needs profile='npu'")
+        # the driver layer (docs/ascend-memory-stack.md): touched only on segment alloc/free
+        self._rt: AscendRuntime | None = None
+        if profile == "npu" and driver is not False:
+            self._rt = AscendRuntime(self.capacity_bytes, self._fixed_bytes, giant_page_bytes)
+        self._seg_va: dict[int, int] = {}  # torch segment address -> driver address
+        self._ws_va: dict[int, int] = {}  # workspace block address -> driver address
         self._segment_address = segment_address
         self._addresses = DecreasingAddresses()
         # workspace blocks live in their own range above the segments, so that workspace activity (which
@@ -393,6 +409,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                 return True
             if self._reserved_total + alloc > allowed:
                 return True
+        if self._rt is not None and not self._expandable:
+            return not self._rt.devmm.can_serve(alloc)
         return self.device_used_bytes + alloc > self.capacity_bytes
 
     def _alloc_block(self, pool: BlockPool, stream: int, size: int, alloc: int, retry: bool) -> Block | None:
@@ -404,9 +422,17 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             return None
         if self._expandable:
             return self._try_allocate_expandable(pool, stream, size)
-        if self.device_used_bytes + alloc > self.capacity_bytes:
+        rt = self._rt
+        if rt is not None:
+            # aclrtMallocAlign32 (NPUCachingAllocator.cpp:3003-3013): devmm may serve it from its cache
+            va = rt.torch_segment_malloc(alloc, self.settings.page_1g and not pool.is_small)
+            if va is None:
+                return None
+        elif self.device_used_bytes + alloc > self.capacity_bytes:
             return None
         ptr = self._new_address(alloc, stream, ROUND_LARGE_BYTES)
+        if rt is not None:
+            self._seg_va[ptr] = va
         seg = self._new_segment(ptr, alloc, stream, pool)
         b = Block(ptr, alloc, stream, pool, seg)
         self._by_ptr[ptr] = b
@@ -494,8 +520,37 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
 
     @property
     def device_used_bytes(self) -> int:
-        """Device-wide used memory: reserved + NPU workspace + context + external."""
+        """Device-wide used memory: reserved + NPU workspace + context + external.
+
+        With the Ascend driver layer: what the driver has mapped (its heap caches included) + context +
+        external, as ``aclrtGetMemInfo`` reports it.
+        """
+        if self._rt is not None:
+            return self._rt.used_bytes
         return self._reserved_total + self._ws.reserved_bytes + self.context_bytes + self.external_bytes
+
+    def _fixed_bytes(self) -> int:
+        """Memory outside devmm's heaps: the runtime context and other consumers (external)."""
+        return self.context_bytes + self.external_bytes
+
+    @property
+    def driver(self) -> AscendRuntime | None:
+        """The simulated Ascend runtime/driver below the allocator (None: not modelled)."""
+        return self._rt
+
+    @property
+    def driver_cached_bytes(self) -> int:
+        """Bytes the driver keeps mapped in its heap caches (used, but neither reserved nor workspace)."""
+        return self._rt.cached_bytes if self._rt is not None else 0
+
+    def driver_heaps(self) -> list[HeapStats]:
+        """The driver's heaps now (for inspection next to ``snapshot()`` segments); [] without the driver."""
+        return self._rt.heaps() if self._rt is not None else []
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let simulated time pass for the driver (its cache threshold decays at most once a second)."""
+        if self._rt is not None:
+            self._rt.advance(seconds)
 
     def mem_get_info(self) -> tuple[int, int]:
         """``(free_bytes, total_bytes)`` like ``torch.cuda.mem_get_info``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from toolkit.sim.blocks import Block
+from toolkit.sim.constants import EXTRA_LARGE_BUFFER_BYTES
 from toolkit.sim.pools import PTR_MASK, unmapped_key
 
 if TYPE_CHECKING:
@@ -110,7 +111,14 @@ class ExpandableMixin:
         begin = off // page
         end = -(-(off + nbytes) // page)
         mapped = (end - begin) * page
-        if mapped == 0 or self.device_used_bytes + mapped > self.capacity_bytes:
+        if mapped == 0:
+            return None
+        rt = self._rt
+        if rt is not None:
+            # aclrtMallocPhysical per page (NPUCachingAllocator.cpp:414-422): no devmm heap, no cache
+            if not rt.malloc_physical(mapped, page >= EXTRA_LARGE_BUFFER_BYTES):
+                return None
+        elif self.device_used_bytes + mapped > self.capacity_bytes:
             return None
         pool = u.pool
         pool.unmapped.remove(u.key)
@@ -186,6 +194,8 @@ class ExpandableMixin:
         pool.unmapped.add(b.key)
         self._reserved_total -= nbytes
         pool.stats.on_reserved(-nbytes, 0)
+        if self._rt is not None:  # aclrtUnmapMem + aclrtFreePhysical: the pages go back at once
+            self._rt.free_physical(nbytes, page >= EXTRA_LARGE_BUFFER_BYTES)
         self._stats.num_device_free += 1
         if self._trace is not None:
             self._trace.append(("segment_unmap", ptr, nbytes, b.stream, next(self._clock)))

@@ -102,6 +102,30 @@ def check_invariants(dev: SimDevice) -> None:
     inactive = sum(dev._by_ptr[k & PTR_MASK].size for p in (dev._small, dev._large) for k in p.free)
     _eq(a.active_bytes_cur + inactive, a.reserved_bytes_cur, "active + inactive == reserved")
     _eq(sum(len(q) for q in dev._events.values()), dev._num_events, "outstanding event count")
+    if dev._rt is not None:
+        _check_driver(dev)
+
+
+def _check_driver(dev: SimDevice) -> None:
+    """The Ascend driver layer: physical used = mapped chunks (live + cached) + fixed, within capacity;
+    every torch segment and workspace block is a live driver allocation; expandable pages are handles."""
+    rt = dev._rt
+    assert rt is not None
+    heaps = rt.heaps()
+    phys = rt.phys
+    _eq(phys.heap_bytes + phys.primary_bytes, sum(h.mapped_bytes for h in heaps), "driver: mapped heap bytes")
+    _eq(rt.used_bytes, phys.mapped_bytes + dev.context_bytes + dev.external_bytes, "driver: used = mapped + fixed")
+    assert rt.used_bytes <= dev.capacity_bytes, f"driver: used {rt.used_bytes} above capacity {dev.capacity_bytes}"
+    segs = [seg for seg in dev._segments.values() if not seg.expandable]
+    _eq(len(dev._seg_va), len(segs), "driver: one driver allocation per segment")
+    _eq(len(dev._ws_va), len(dev._ws.blocks), "driver: one driver allocation per workspace block")
+    owned = rt.devmm._owner
+    for seg in segs:
+        assert dev._seg_va.get(seg.address) in owned, f"segment {seg.address:#x}: no live driver allocation"
+    mapped_exp = sum(b.size for b in dev._by_ptr.values() if b.seg.expandable and b.mapped)
+    _eq(phys.handle_bytes, mapped_exp, "driver: physical handles == mapped expandable bytes")
+    for h in heaps:
+        assert h.cached_bytes >= 0 and h.mapped_bytes >= h.cached_bytes, f"heap {h.start:#x}: cache above mapped"
 
 
 def _eq(actual: int, expected: int, what: str) -> None:

@@ -31,6 +31,8 @@ class ReleaseMixin:
         del self._by_ptr[b.ptr]
         del self._segments[b.seg.address]
         self._addresses.give_back(b.ptr, size)
+        if self._rt is not None:  # aclrtFree: devmm caches the chunk or gives it back (toolkit.sim.ascend.devmm)
+            self._rt.free(self._seg_va.pop(b.ptr))
 
     def _release_available_cached_blocks(self: SimDeviceT, pool: BlockPool, stream: int, size: int) -> bool:
         """Free oversize cached blocks, one big enough or several largest first (only with max_split_size)."""

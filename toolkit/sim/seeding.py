@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from toolkit.sim.blocks import Block, Segment
-from toolkit.sim.constants import MIN_BLOCK_BYTES, ROUND_LARGE_BYTES
+from toolkit.sim.constants import (
+    EXTRA_LARGE_BUFFER_BYTES,
+    MIN_BLOCK_BYTES,
+    ROUND_LARGE_BYTES,
+)
 from toolkit.sim.pools import PTR_MASK, unmapped_key
 
 if TYPE_CHECKING:
@@ -59,6 +63,17 @@ class SeedingMixin:
             if size >= self._mss:
                 self._stats.oversize_segments.increase()
         self._addresses.avoid(seg.address, seg.size)
+        rt = self._rt
+        if rt is not None:  # the seeded memory came from the driver as well
+            if expandable:
+                ok = rt.malloc_physical(size, seg.page_bytes >= EXTRA_LARGE_BUFFER_BYTES)
+            else:
+                va = rt.torch_segment_malloc(size, self.settings.page_1g and pool == "large")
+                ok = va is not None
+                if va is not None:
+                    self._seg_va[seg.address] = va
+            if not ok:
+                raise ValueError(f"segment {address:#x}+{size}: the simulated driver cannot map it")
         self._reserved_total += size
         bp.stats.on_reserved(size, 0)
         count_split = len(parsed) > 1 and not expandable

@@ -86,7 +86,21 @@ class WorkspaceMixin:
         size = workspace_block_size(nbytes)
         old = ws.drop(stream)
         if old is not None:
-            self._ws_addresses.give_back(old.address, old.size)
+            self._release_workspace_block(old)
+        rt = self._rt
+        if rt is not None:
+            # AclrtMallocAlign32(size, HUGE_ONLY) (NPUWorkspaceAllocator.cpp:141-146) through the driver
+            va = rt.malloc(size, "HUGE_ONLY")
+            if va is None:
+                self.empty_cache()
+                va = rt.malloc(size, "HUGE_ONLY")
+            if va is None:
+                report = self._oom_report(nbytes, size, size, source="workspace_allocator")
+                raise SimOutOfMemoryError(npu_workspace_oom_message(report), report)
+            address = self._ws_addresses.take(size, ROUND_LARGE_BYTES)
+            self._ws_va[address] = va
+            ws.add(stream, WorkspaceBlock(address, size, nbytes))
+            return address
         if self.device_used_bytes + size > self.capacity_bytes:
             self.empty_cache()  # upstream: empty the workspace cache, then the caching allocator's
             if self.device_used_bytes + size > self.capacity_bytes:
@@ -96,11 +110,17 @@ class WorkspaceMixin:
         ws.add(stream, WorkspaceBlock(address, size, nbytes))
         return address
 
+    def _release_workspace_block(self: SimDeviceT, old: WorkspaceBlock) -> None:
+        """aclrtFree of a workspace block (through the driver when it is modelled)."""
+        self._ws_addresses.give_back(old.address, old.size)
+        if self._rt is not None:
+            self._rt.free(self._ws_va.pop(old.address))
+
     def _empty_workspace(self: SimDeviceT) -> None:
         for stream in list(self._ws.blocks):
             old = self._ws.drop(stream)
             if old is not None:
-                self._ws_addresses.give_back(old.address, old.size)
+                self._release_workspace_block(old)
 
     @property
     def workspace_bytes(self: SimDeviceT) -> int:
