@@ -26,10 +26,10 @@ from typing import Any
 from PIL import Image
 
 from toolkit.engines.sim import SimEngine
-from toolkit.records import Run
-from toolkit.photos import generate_photo_set
-from toolkit.scenarios import SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL, ScenarioConf
-from toolkit.units import format_bytes
+from toolkit.core.records import Run
+from toolkit.workload.photos import generate_photo_set
+from toolkit.engines.scenarios import SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL, ScenarioConf
+from toolkit.core.units import format_bytes
 
 STUDY_CONFS: tuple[ScenarioConf, ...] = (
     ScenarioConf(""),

@@ -266,7 +266,7 @@ def test_page_size_1g_segments_use_uncached_giant_pages() -> None:
 
 
 def test_old_run_files_load_without_driver_cached_bytes() -> None:
-    from toolkit.records import MemorySample
+    from toolkit.core.records import MemorySample
 
     s = MemorySample(request_index=0, request_id="r", rank=0, started_at_ns=0, duration_ns=0, driver_cached_bytes=5)
     old = s.to_dict()

@@ -73,7 +73,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_no_file_makes_the_folder_a_package():
     assert not list(FOLDER.rglob("__init__.py")), "vllm_ascend/ must never become a package"
     assert not [p for p in FOLDER.rglob("*") if p.suffix in (".so", ".pyd")]
-    assert {p.name for p in FOLDER.glob("*.py")} == {"repro_multimodal_oom.py", "capture_snapshot.py"}
+    assert {p.name for p in FOLDER.glob("*.py")} == {"repro_multimodal_oom.py", "capture_snapshot.py", "probe_driver_cache.py"}
 
 
 @pytest.mark.parametrize("script", [REPRO, CAPTURE], ids=lambda p: p.name)
