@@ -7,6 +7,8 @@ Bytes are ints, maxima over every rank and request. Rules:
 - ``oom_at_request``: the first request whose sample says ``oom``; when the run ended ``oom`` without such a
   sample (the engine died before the probe answered), the request after the last one recorded, since
   requests are sent one at a time in order; None when the run never ran out of memory.
+- ``peak_driver_cached_bytes``: the most the Ascend driver held in its devmm caches (part of non-torch; 0 on
+  CUDA and on real devices, which cannot see it: docs/ascend-memory-stack.md).
 - ``alloc_retries``: ``num_alloc_retries`` is cumulative, so the largest value seen.
 """
 
@@ -33,6 +35,7 @@ class RunSummary:
     peak_reserved_bytes: int
     peak_allocated_bytes: int
     peak_non_torch_bytes: int
+    peak_driver_cached_bytes: int
     peak_device_used_bytes: int
     peak_fragmentation_bytes: int
     peak_inactive_split_bytes: int
@@ -71,6 +74,7 @@ def summarize_run(run: Run) -> RunSummary:
         peak_reserved_bytes=max((max(x.reserved_peak_bytes, x.reserved_bytes) for x in s), default=0),
         peak_allocated_bytes=max((max(x.allocated_peak_bytes, x.allocated_bytes) for x in s), default=0),
         peak_non_torch_bytes=max((x.non_torch_bytes for x in s), default=0),
+        peak_driver_cached_bytes=max((x.driver_cached_bytes for x in s), default=0),
         peak_device_used_bytes=max((x.device_used_bytes for x in s), default=0),
         peak_fragmentation_bytes=max((x.reserved_bytes - x.allocated_bytes for x in s), default=0),
         peak_inactive_split_bytes=max((x.inactive_split_bytes for x in s), default=0),

@@ -77,6 +77,7 @@ class ConfSummary:
     oom_at_request: int | None
     peak_reserved_bytes: int
     peak_non_torch_bytes: int
+    peak_driver_cached_bytes: int
     peak_device_used_bytes: int
     max_inactive_split_bytes: int
     first_reserved_bytes: int
@@ -93,6 +94,7 @@ class ConfSummary:
             conf=sc.conf, label=sc.name, status=run.status, requests_sent=sent,
             requests_served=s.requests_served, oom_at_request=s.oom_at_request,
             peak_reserved_bytes=s.peak_reserved_bytes, peak_non_torch_bytes=s.peak_non_torch_bytes,
+            peak_driver_cached_bytes=s.peak_driver_cached_bytes,
             peak_device_used_bytes=s.peak_device_used_bytes, max_inactive_split_bytes=s.peak_inactive_split_bytes,
             first_reserved_bytes=s.first_reserved_bytes, last_reserved_bytes=s.last_reserved_bytes,
             alloc_retries=s.alloc_retries,
@@ -115,7 +117,8 @@ class ScenarioResult:
         import pandas as pd
 
         cols = ["label", "status", "requests_served", "requests_sent", "oom_at_request", "peak_reserved_bytes",
-                "peak_non_torch_bytes", "peak_device_used_bytes", "max_inactive_split_bytes", "alloc_retries",
+                "peak_non_torch_bytes", "peak_driver_cached_bytes", "peak_device_used_bytes", "max_inactive_split_bytes",
+                "alloc_retries",
                 "kv_cache_bytes"]
         frame = pd.DataFrame([{c: getattr(s, c) for c in cols} for s in self.summaries], columns=cols)
         frame.attrs["simulated"] = True
@@ -123,12 +126,13 @@ class ScenarioResult:
 
     def format_table(self) -> str:
         """The summary as aligned text, labelled simulated."""
-        head = ("conf", "served", "OOM at", "peak reserved", "peak non-torch", "peak used", "max inactive split",
-                "retries")
+        head = ("conf", "served", "OOM at", "peak reserved", "peak non-torch", "driver cache", "peak used",
+                "max inactive split", "retries")
         rows = [head] + [
             (s.label, f"{s.requests_served}/{s.requests_sent}",
              "-" if s.oom_at_request is None else str(s.oom_at_request), format_bytes(s.peak_reserved_bytes),
-             format_bytes(s.peak_non_torch_bytes), format_bytes(s.peak_device_used_bytes),
+             format_bytes(s.peak_non_torch_bytes), format_bytes(s.peak_driver_cached_bytes),
+             format_bytes(s.peak_device_used_bytes),
              format_bytes(s.max_inactive_split_bytes), str(s.alloc_retries))
             for s in self.summaries]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -630,6 +630,11 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             # lets toolkit.snapshot tell workspace segments apart even without a trace
             "workspace_addresses": sorted(b.address for b in self._ws.blocks.values()) if self.profile == "npu" else [],
         }
+        if self._rt is not None:  # the Ascend driver's heaps below the allocator (simulated; toolkit/sim/ascend)
+            out["simulator"]["driver_heaps"] = [
+                {"start": h.start, "page": h.page, "primary": h.primary, "mapped_bytes": h.mapped_bytes,
+                 "allocated_bytes": h.allocated_bytes, "cached_bytes": h.cached_bytes,
+                 "cache_threshold_bytes": h.cache_threshold_bytes} for h in self._rt.heaps()]
         return out
 
     def check_invariants(self) -> None:

@@ -57,6 +57,7 @@ METRIC_LABELS: dict[str, str] = {
     "active_bytes": "active",
     "inactive_split_bytes": "inactive split",
     "non_torch_bytes": "non-torch",
+    "driver_cached_bytes": "driver cache",
     "device_used_bytes": "device used",
     "fragmentation_bytes": "reserved − allocated",
     "segment_count": "segments",
@@ -70,13 +71,18 @@ MEMORY_METRICS: tuple[str, ...] = (
     "allocated_peak_bytes",
     "reserved_bytes",
     "non_torch_bytes",
+    "driver_cached_bytes",
     "device_used_bytes",
 )
+# Shown in the small lower panel: non-torch and the part of it the Ascend driver keeps cached (the rest is the
+# fixed consumers: ACL/ATB contexts, HCCL buffers, workspaces; docs/ascend-memory-stack.md).
+_NON_TORCH_METRICS = frozenset(("non_torch_bytes", "driver_cached_bytes"))
 _METRIC_STYLE: dict[str, dict[str, Any]] = {
     "allocated_bytes": {"color": "#1f77b4"},
     "allocated_peak_bytes": {"color": "#1f77b4", "dash": "dot"},
     "reserved_bytes": {"color": "#2ca02c"},
     "non_torch_bytes": {"color": "#9467bd"},
+    "driver_cached_bytes": {"color": "#bcbd22", "dash": "dash"},
     "device_used_bytes": {"color": "#7f7f7f"},
     "fragmentation_bytes": {"color": "#d62728"},
     "inactive_split_bytes": {"color": "#ff7f0e"},
@@ -250,14 +256,14 @@ def plot_run(
     for m in metrics:
         _check_metric(m)
     ranks = tuple(ranks) if ranks is not None else (run.ranks or (0,))
-    split = "non_torch_bytes" in metrics and len(metrics) > 1
+    split = bool(_NON_TORCH_METRICS & set(metrics)) and not set(metrics) <= _NON_TORCH_METRICS
     per_rank = 2 if split else 1
     titles = []
     for r in ranks:
         head = f"rank {r}" if len(ranks) > 1 else ""
         titles.append(head)
         if split:
-            titles.append(f"non-torch{' (rank ' + str(r) + ')' if len(ranks) > 1 else ''}")
+            titles.append(f"non-torch = fixed consumers + driver cache{' (rank ' + str(r) + ')' if len(ranks) > 1 else ''}")
     fig = make_subplots(
         rows=len(ranks) * per_rank, cols=1, shared_xaxes=True, vertical_spacing=0.07 if split else 0.06,
         row_heights=[0.72, 0.28] * len(ranks) if split else None, subplot_titles=titles,
@@ -267,7 +273,7 @@ def plot_run(
         row = 1 + i * per_rank
         samples = sorted(run.samples_of_rank(rank), key=attrgetter("request_index"))
         for trace in run_rank_traces(samples, metrics, rank=rank, first=i == 0, scatter=scatter):
-            lower = split and trace.meta["metric"] == "non_torch_bytes"
+            lower = split and trace.meta["metric"] in _NON_TORCH_METRICS
             fig.add_trace(trace, row=row + 1 if lower else row, col=1)
         fig.update_yaxes(title_text="GiB", row=row, col=1)
         if split:
@@ -414,7 +420,8 @@ def plot_compare(
         legend={"title": {"text": "conf"}}, height=460, template=TEMPLATE,
         meta={"kind": "compare", "metric": metric, "runs": [r.name for r in runs], "simulated": all_sim},
     )
-    if metric in ("fragmentation_bytes", "inactive_split_bytes", "non_torch_bytes", "alloc_retries", "num_ooms"):
+    if metric in ("fragmentation_bytes", "inactive_split_bytes", "non_torch_bytes", "driver_cached_bytes",
+                  "alloc_retries", "num_ooms"):
         fig.update_yaxes(rangemode="tozero")
     return fig
 

@@ -39,8 +39,8 @@ __all__ = [
 _RUN_COLUMNS = ("run", "conf", "effective_conf", "backend", "platform", "model", "simulated")
 SUMMARY_COLUMNS = (
     "run", "conf", "effective_conf", "simulated", "status", "requests", "requests_served", "oom_at_request",
-    "peak_reserved_bytes", "peak_allocated_bytes", "peak_non_torch_bytes", "peak_device_used_bytes",
-    "peak_fragmentation_bytes", "peak_inactive_split_bytes", "max_segments", "alloc_retries",
+    "peak_reserved_bytes", "peak_allocated_bytes", "peak_non_torch_bytes", "peak_driver_cached_bytes",
+    "peak_device_used_bytes", "peak_fragmentation_bytes", "peak_inactive_split_bytes", "max_segments", "alloc_retries",
 )
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 

@@ -40,6 +40,7 @@ _STAT_ROWS: tuple[tuple[str, str], ...] = (
     ("inactive split", "inactive_split_bytes"),
     ("reserved − allocated", "fragmentation_bytes"),
     ("non-torch", "non_torch_bytes"),
+    ("  of it driver cache", "driver_cached_bytes"),
     ("device used", "device_used_bytes"),
 )
 
@@ -84,6 +85,13 @@ def stats_html(sample: MemorySample, previous: MemorySample | None = None,
     status = html.escape(sample.status.upper() + (f": {sample.message}" if sample.message else ""))
     color = "#2e7d32" if sample.status == "ok" else "#c62828"
     cell = "padding:1px 8px;white-space:nowrap;line-height:1.3"
+    heaps = (snapshot or {}).get("simulator", {}).get("driver_heaps") if isinstance(snapshot, Mapping) else None
+    if heaps:  # next to the allocator's segments: what the Ascend driver holds below them (simulated)
+        rows.append(("<b>driver heaps</b> (simulated)", "mapped / cached", ""))
+        for h in heaps:
+            kind = "base" if h["primary"] else f"{h['page']} page"
+            rows.append((f"&nbsp;&nbsp;{h['start']:#x} ({kind})",
+                         f"{format_bytes(h['mapped_bytes'])} / {format_bytes(h['cached_bytes'])}", ""))
     body = "".join(f"<tr><td style='text-align:left;{cell}'>{k}</td>"
                    f"<td style='text-align:right;{cell}'>{v}</td>"
                    f"<td style='text-align:right;{cell}'>{d}</td></tr>" for k, v, d in rows)

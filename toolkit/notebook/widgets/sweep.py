@@ -219,7 +219,8 @@ class ConfSweep:
             with self._ui["figure_out"]:
                 _display(new)
         cols = ["run", "status", "requests_served", "oom_at_request", "peak_reserved_bytes",
-                "peak_fragmentation_bytes", "peak_inactive_split_bytes", "peak_non_torch_bytes", "alloc_retries"]
+                "peak_fragmentation_bytes", "peak_inactive_split_bytes", "peak_non_torch_bytes",
+                "peak_driver_cached_bytes", "alloc_retries"]
         self._ui["table"].value = ("<b>simulated</b> " if all(r.simulated for r in self.runs) else "") + \
             format_summary(self.table()[cols]).to_html(index=False, border=0)
 
