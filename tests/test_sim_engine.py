@@ -233,3 +233,17 @@ def test_a_plain_question_is_wrapped_in_the_chat_template_like_the_seed_script(t
     result = engine.generate("What is in this image?", photo, max_tokens=4)
     assert result.status == "ok"
     assert result.prompt_tokens == prompt_tokens(chat_prompt("What is in this image?"), result.visual_tokens)
+
+
+def test_sim_engine_follows_the_engine_protocol() -> None:
+    from toolkit.engines.base import Engine
+    from toolkit.notebook.widgets import watch
+
+    eng = SimEngine(tensor_parallel_size=2, max_model_len=8192, max_num_batched_tokens=8192)
+    assert isinstance(eng, Engine) and eng.tensor_parallel_size == 2 and eng.simulated
+    assert dict(eng.conf_rows())["conf (allocator gets)"] == repr(eng.effective_conf)
+    from PIL import Image
+
+    watched = watch(eng, [Image.new("RGB", (64, 48))], show=False, mode="static", record_snapshots=False)
+    assert watched.run.ranks == (0, 1)  # watch() reads the tensor-parallel size through the protocol
+    assert watched.live is not None and len(watched.live.run.ranks) == 2

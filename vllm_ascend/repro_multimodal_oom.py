@@ -567,7 +567,7 @@ def _work_real(spec: Mapping[str, Any]) -> int:
         print(f"engine start failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     try:
-        print(engine.conf, flush=True)  # what the workers really run with
+        print(engine.readback, flush=True)  # what the workers really run with
         if spec["snapshot_max_entries"]:
             print(engine.start_recording(max_entries=spec["snapshot_max_entries"]), flush=True)
         run = engine.run_images([Path(p) for p in spec["photos"]], chat_prompt(spec["question"]),

@@ -37,9 +37,9 @@ def session_api(model: str, images: str, out: Path) -> dict[str, Any]:
     facts["engine_pids"] = list(eng.engine_pids)
     facts["pids_alive_after_start"] = _alive(list(eng.engine_pids))
     facts["workers"] = list(eng.workers)
-    facts["conf_workers"] = [dict(w) for w in eng.conf.workers]
-    facts["conf_given"] = eng.conf.given
-    facts["conf_differences"] = list(eng.conf.differences)
+    facts["conf_workers"] = [dict(w) for w in eng.readback.workers]
+    facts["conf_given"] = eng.readback.given
+    facts["conf_differences"] = list(eng.readback.differences)
     facts["status_text"] = str(status)
     facts["env_changed_by_vllm"] = sorted(eng.env_changed_by_vllm)
     env_now = dict(os.environ)

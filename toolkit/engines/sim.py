@@ -137,6 +137,7 @@ class SimEngine:
     """
 
     backend = "sim"
+    simulated = True
 
     def __init__(
         self,
@@ -452,6 +453,18 @@ class SimEngine:
                             path=run_path_for(header, run_path, self.run_dir), total=len(items),
                             progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]",
                             on_result=on_result)
+
+    # -- the Engine protocol (toolkit.engines.base) ------------------------------------------------------
+    @property
+    def tensor_parallel_size(self) -> int:
+        return self.args.tp
+
+    def status_rows(self) -> list[tuple[str, str]]:
+        return [("engine", f"{self.name} [simulated]"), ("model", self.model), ("platform", self.platform),
+                ("tensor parallel", str(self.args.tp)), ("kv cache blocks", str(self.budget.num_blocks))]
+
+    def conf_rows(self) -> list[tuple[str, str]]:
+        return [("conf (you asked)", repr(self.conf)), ("conf (allocator gets)", repr(self.effective_conf))]
 
     def __repr__(self) -> str:
         return (f"SimEngine[simulated]({self.model}, platform={self.platform}, conf={self.effective_conf!r}, "

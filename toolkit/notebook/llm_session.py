@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.engines.base import Engine
 from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import BACKEND_CHOICES
 from toolkit.notebook.conf_session import WRITE_VAR, Session
@@ -103,7 +104,7 @@ class LLMSession:
                  ) -> None:
         self.conf = conf or Session()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.engine: Any = None  # SimEngine | VllmEngine | None
+        self.engine: Engine | None = None
         self.last_run: Any = None  # the Run of the latest run_images (what %mem_plot shows by default)
         self._engine_conf: str | None = None  # the platform variable when the engine started
 
@@ -117,7 +118,8 @@ class LLMSession:
         if self.engine is None:
             return None
         pending = self.pending_conf()
-        given = getattr(getattr(self.engine, "conf", None), "given", None) or {}
+        readback = getattr(self.engine, "readback", None)  # a real engine: what its processes inherited
+        given = readback.given if readback is not None else {}
         # in-process engines keep the policy's value in this environment while they run: that is no change
         if pending == self._engine_conf or pending == given.get(WRITE_VAR[self.conf.platform], self._engine_conf):
             return None
@@ -200,12 +202,7 @@ class LLMSession:
             return EngineStatus(None, False, (("pending conf", repr(self.pending_conf())),), notes=notes)
         changed = self.conf_changed()
         notes = (*notes, changed) if changed else notes
-        if getattr(eng, "simulated", False) or getattr(eng, "backend", "") == "sim":
-            rows = (("engine", f"{eng.name} [simulated]"), ("model", eng.model), ("platform", eng.platform),
-                    ("kv cache blocks", str(eng.budget.num_blocks)))
-            conf_rows = (("conf (you asked)", repr(eng.conf)), ("conf (allocator gets)", repr(eng.effective_conf)))
-            return EngineStatus("sim", True, rows, conf_rows, notes)
-        return EngineStatus(eng.backend, False, tuple(eng.status_rows()), tuple(eng.conf.rows()), notes)
+        return EngineStatus(eng.backend, eng.simulated, tuple(eng.status_rows()), tuple(eng.conf_rows()), notes)
 
     # -- requests ------------------------------------------------------------------------------------------
     def _engine(self) -> Any:

@@ -46,7 +46,7 @@ from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
 from toolkit.core.records import MemorySample, RequestResult, Run
 from toolkit.core.units import format_bytes
-from toolkit.core.vocab import REAL_BACKENDS
+from toolkit.core.vocab import REAL_BACKENDS, WRITE_VAR
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -332,6 +332,8 @@ class VllmEngine:
                      limit_mm_per_prompt=dict(limit_mm_per_prompt) if limit_mm_per_prompt else None,
                      mm_processor_cache_gb=mm_processor_cache_gb, kv_cache_memory_bytes=kv_cache_memory_bytes,
                      seed=seed)
+        self.readback: ConfReadback | None = None  # the conf as every worker sees it, once started
+        self.requested: dict[str, str | None] = {}
         self.engine_args: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         self.engine_args.update(extra_args or {})
         self.notes: list[str] = []
@@ -421,7 +423,7 @@ class VllmEngine:
         try:
             self.workers = tuple(sorted(self._rpc("memlab_hello", self.baseline.get("used_bytes", {}),
                                                   str(self.failure_log)), key=lambda w: w["rank"]))
-            self.conf = ConfReadback(
+            self.readback = ConfReadback(
                 platform=self.platform, backend=self.backend, requested=self.requested, given=self.given,
                 workers=tuple(sorted(self._rpc("memlab_effective_conf"), key=lambda w: w["rank"])),
                 policy_notes=self.policy_notes)
@@ -465,7 +467,7 @@ class VllmEngine:
         self._check_usable()
         self._rpc("memlab_reset_peak")
 
-    def effective_conf(self) -> ConfReadback:
+    def read_conf_back(self) -> ConfReadback:
         """Read the conf back from the workers again (e.g. after requests created segments)."""
         self._check_usable()
         return ConfReadback(platform=self.platform, backend=self.backend, requested=self.requested,
@@ -631,7 +633,7 @@ class VllmEngine:
                     peaks_exact=all(w.get("peaks_exact", True) for w in self.workers),
                     engine_pids=list(self.engine_pids), startup_s=round(self.startup_s, 3))
         return Run(name=name or self.name, backend=self.backend, platform=RUN_PLATFORM[self.backend],
-                   model=self.model, conf=self.conf.requested_conf, effective_conf=self.conf.effective_conf or "",
+                   model=self.model, conf=self.conf, effective_conf=self.effective_conf or "",
                    device_capacity_bytes=total, simulated=False, engine_args=args, started_at_ns=time.time_ns())
 
     def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
@@ -737,6 +739,26 @@ class VllmEngine:
         except Exception as exc:  # pragma: no cover (depends on the vLLM build)
             notes.append(f"in-process teardown: {type(exc).__name__}: {exc}")
 
+    # -- the Engine protocol (toolkit.engines.base) ----------------------------------------------------------
+    @property
+    def conf(self) -> str | None:
+        """The conf the user asked for (the platform's variable before the policy)."""
+        if self.readback is not None:
+            return self.readback.requested_conf
+        return self.requested.get(WRITE_VAR[self.platform])
+
+    @property
+    def effective_conf(self) -> str | None:
+        """What rank 0's allocator reads (read back from the worker)."""
+        return self.readback.effective_conf if self.readback is not None else None
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return int(self.engine_args.get("tensor_parallel_size") or 1)
+
+    def conf_rows(self) -> list[tuple[str, str]]:
+        return list(self.readback.rows()) if self.readback is not None else [("conf", "(engine not started)")]
+
     def status_rows(self) -> list[tuple[str, str]]:
         state = "running" if self.running else ("stopped" if self._llm is None else f"dead ({self._dead})")
         rows = [("engine", f"{self.name} [{self.backend}]"), ("model", self.model), ("state", state),
@@ -755,6 +777,6 @@ class VllmEngine:
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("stopped" if self._llm is None else f"dead: {self._dead}")
-        return f"VllmEngine({self.model}, backend={self.backend}, {state}, conf={self.conf.effective_conf!r})"
+        return f"VllmEngine({self.model}, backend={self.backend}, {state}, conf={self.effective_conf!r})"
 
 

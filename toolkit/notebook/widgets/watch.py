@@ -6,6 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from toolkit.engines.base import Engine
 from toolkit.core.records import Run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,7 @@ def watch(
     header = engine.header() if hasattr(engine, "header") else None
     if header is None:
         raise WidgetError(f"{type(engine).__name__} has no header(): not an engine watch() can follow")
-    tp = int(getattr(getattr(engine, "engine_args", None), "tensor_parallel_size", 1) or 1)
+    tp = engine.tensor_parallel_size if isinstance(engine, Engine) else 1
     figure = LiveFigure(header, ranks=range(tp), interval_s=interval_s, mode=mode) if live else None
     recorder = None
     if record_snapshots:
