@@ -13,23 +13,32 @@ How (and the choices it makes):
   conf those segments are kept as they were (like switching a conf at run time): only what happens from
   the first event on follows the new conf.
 - The user-level requests drive the simulator: ``alloc`` -> ``malloc``, ``free_requested`` -> ``free``.
-  A free whose ``free_completed`` does not follow at once was waiting for another stream: it is replayed
-  as pending and taken back at the recorded ``free_completed``. A run of ``segment_free`` /
-  ``segment_unmap`` entries comes from ``empty_cache()`` or from a release the next malloc made itself
-  (GC, oversize release, release-and-retry; then a new segment follows and the simulator, in the same
-  state, would release too: ``SimDevice.would_release_for``). The first kind is replayed as
-  ``empty_cache()``, the second is left to the simulator.
-- Addresses differ under another conf: recorded block addresses are mapped to simulated ones by the
-  ``alloc`` events. With ``segment_addresses="recorded"`` (default under the recorded conf) new segments
-  take the recorded ``segment_alloc`` addresses in order, so a faithful simulator reproduces the run
-  exactly (``address_mismatches == 0``).
-- Expandable segments: a snapshot reports mapped runs, not the VA reservation around them. A seeded
-  reservation starts at the lowest page the trace maps below its first run (else at that run); a
-  reservation *created* during the trace gets an address from the simulator's own model, so blocks in
-  it are mapped by the alloc events but do not keep their recorded addresses.
-- Snapshots do not record the torch version: for CUDA it is guessed from ``allocator_settings``
-  (``guess_torch_version``), which fixes the best-fit tie-break; pass ``torch_version`` to override.
-- An OOM under the new conf stops the replay at that event; the timeline so far is kept and flagged.
+  A free whose ``free_completed`` does not follow at once was waiting for another stream
+  (``record_stream``): it is replayed as pending and taken back at the recorded ``free_completed``.
+  Streams are the recorded stream ids, so every stream has its own free blocks (best fit never crosses
+  streams, as upstream's ``BlockComparatorSize`` orders by stream first).
+- Segment entries are the allocator's own doing inside a call: ``segment_alloc`` / ``segment_map``
+  inside the next malloc; a run of ``segment_free`` / ``segment_unmap`` inside an ``empty_cache()`` or
+  inside the next malloc (GC, oversize release, release-and-retry; ``SimDevice.would_release_for``
+  tells them apart; before a recorded ``oom`` it is always the failed malloc's release-and-retry). The
+  loop holds them back and puts what the simulator did in that call on their rows, so ``reserved_bytes``
+  on a ``segment_alloc`` row counts the new segment, as the recording does.
+- A recorded ``oom`` is replayed as the malloc that failed (its size is ``params.size()``); without a
+  given ``capacity_bytes`` the capacity is inferred from it (``infer_capacity``). A simulated OOM on an
+  ``alloc`` the recording served (what-if confs) stops the replay; the timeline so far is kept.
+- Addresses: with ``segment_addresses="recorded"`` (default under the recorded conf) each new segment,
+  and each new expandable VA reservation, takes the address the recording gave it in the same malloc
+  (``RecordedSegmentAddresses``), so a faithful simulator reproduces the run exactly; ``fidelity()``
+  says whether it did. Under another conf addresses differ: recorded block addresses are mapped to
+  simulated ones by the ``alloc`` events.
+- Expandable segments seeded before the first event: a snapshot reports mapped runs, not the VA
+  reservation around them. A seeded reservation starts at the lowest page the trace maps below its
+  first run (else at that run).
+- The torch version is inferred from what the snapshot holds (``toolkit.snapshot.version``), shown in
+  ``result.torch_version`` / ``torch_version_source``; pass ``torch_version`` to override.
+- A request the simulated state cannot serve (a free of a block it does not hold) stops the replay
+  with a one-line ``ReplayDivergenceError`` in ``result.error`` (``completed`` is False); the timeline
+  up to it is kept.
 """
 
 from __future__ import annotations
@@ -153,6 +162,7 @@ class ReplayResult:
     torch_version_source: str = ""  # how it was chosen: inferred from what, or given
     capacity_source: str = ""  # how capacity_bytes was chosen
     recorded_segments: list[dict[str, Any]] | None = field(default=None, repr=False)  # final, this device
+    recorded_profile: str = ""  # the allocator that recorded it ("" = same as ``profile``)
 
     @cached_property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -273,20 +283,6 @@ def guess_torch_version(snapshot: Mapping[str, Any]) -> str | None:
     return infer_torch_version(snapshot).version
 
 
-def _old_guess_torch_version(snapshot: Mapping[str, Any]) -> str | None:
-    """A PyTorch release consistent with a CUDA snapshot's ``allocator_settings`` keys, or None.
-
-    Snapshots do not record the torch version, but the settings block grew over releases: without
-    ``graph_capture_record_stream_reuse`` (first in 2.9, allocator-spec §1.4) the recorder was 2.8 or
-    older, which fixes the best-fit tie-break (address order) and the conf dialect. The real trace in
-    shared/data/traces has no such key and replays exactly only with address order.
-    """
-    settings = snapshot.get("allocator_settings")
-    if snapshot.get("flavor", "cuda") != "cuda" or not isinstance(settings, Mapping) or not settings:
-        return None
-    return None if "graph_capture_record_stream_reuse" in settings else "2.8"
-
-
 def _load(source: str | os.PathLike[str] | bytes | Mapping[str, Any]) -> Snapshot:
     from toolkit.snapshot import load_snapshot, normalize_snapshot
 
@@ -318,9 +314,10 @@ def replay(
         conf: conf string or ``AllocConf`` to replay under; None = the recorded conf (CUDA snapshots
             record it; torch_npu snapshots do not, so None means the defaults there).
         profile: ``"cuda"`` or ``"npu"``; None = the allocator that recorded it.
-        torch_version: version-dependent behaviour (see ``SimDevice``); None = guessed from a CUDA
-            snapshot's settings (``guess_torch_version``), else the newest dialect.
-        capacity_bytes: device memory; an OOM under ``conf`` stops the replay (flagged).
+        torch_version: version-dependent behaviour (see ``SimDevice``); None = inferred from a CUDA
+            snapshot (``toolkit.snapshot.version.infer_torch_version``), else the newest dialect.
+        capacity_bytes: device memory; None = inferred (``infer_capacity``: from a recorded OOM, else
+            the default). A simulated OOM the recording did not have stops the replay (flagged).
         context_bytes: runtime overhead counted in ``device_used_bytes`` (default 0 here: a replay
             studies the allocator).
         memory_fraction: ``set_per_process_memory_fraction`` of the recorded run (snapshots do not
@@ -342,7 +339,7 @@ def replay(
     flavor = snap.get("flavor", "cuda")
     profile = profile or flavor
     recorded = recorded_conf(snap)
-    same_conf = conf is None
+    same_conf = conf is None or (isinstance(conf, str) and conf == (recorded or ""))
     if conf is None:
         conf = recorded or ""
     if torch_version is None and profile == flavor:
@@ -418,6 +415,7 @@ def replay(
     result.torch_version_source = version_source
     result.capacity_source = capacity_source
     result.recorded_segments = [seg for seg in snap["segments"] if seg["device"] == device]
+    result.recorded_profile = flavor
     return result
 
 
@@ -804,11 +802,6 @@ def replay_steps(
     step, ``input_name`` says which trace event it stops after) and its snapshot is keyed by step, ready for
     ``toolkit.widgets.Inspector(run, snapshots)``. When the replay hits an OOM, that event is the last step.
     """
-    import time
-
-    from toolkit.records import MemorySample, Run
-    from toolkit.units import format_bytes
-
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     snap = _load(source)
@@ -820,37 +813,19 @@ def replay_steps(
     wanted = sorted({max(0, round(n * (k + 1) / steps) - 1) for k in range(steps)})
     result = replay(snap, conf, snapshot_at=wanted, **replay_options)
     snapshots = dict(result.snapshots)
-    if result.oom_event is not None:  # the replay stopped there: the device is in that state now
-        snapshots[result.oom_event] = result.device.snapshot()
+    last = result.events_replayed - 1
+    if last not in snapshots:  # the replay stopped there (an OOM or a divergence): the device is in that state now
+        snapshots[last] = result.device.snapshot()
+    result.snapshots = snapshots
+    run = result.to_run(name=name)
     ends = sorted(snapshots)
-    frame = result.timeline
-    capacity = result.device.capacity_bytes
-    samples: list[MemorySample] = []
-    for step, k in enumerate(ends):
-        row = frame.iloc[min(k, len(frame) - 1)]
-        upto = frame.iloc[: k + 1]
-        is_oom = result.oom_event == k
-        samples.append(MemorySample(
-            request_index=step, request_id=f"event {k}", rank=0, started_at_ns=0, duration_ns=0,
-            input_name=f"after event {k} of {n} ({row['action']} {format_bytes(int(row['size']))})",
-            allocated_bytes=int(row["allocated_bytes"]), allocated_peak_bytes=int(upto["allocated_bytes"].max()),
-            reserved_bytes=int(row["reserved_bytes"]), reserved_peak_bytes=int(upto["reserved_bytes"].max()),
-            active_bytes=int(row["allocated_bytes"]), inactive_split_bytes=int(row["inactive_split_bytes"]),
-            device_used_bytes=int(row["device_used_bytes"]), device_total_bytes=capacity,
-            non_torch_bytes=int(row["device_used_bytes"] - row["reserved_bytes"]),
-            segment_count=int(row["segments"]), num_ooms=int(is_oom), status="oom" if is_oom else "ok",
-            message=str(result.oom).splitlines()[0] if is_oom and result.oom is not None else None))
-    oom_line = str(result.oom).splitlines()[0] if result.oom is not None else None
-    run = Run(name=name or f"replay: {result.conf or 'defaults'}", backend="replay", platform=result.profile,
-              model="recorded trace", conf=result.conf, effective_conf=result.device.settings.conf_text,
-              device_capacity_bytes=capacity, simulated=True,
-              engine_args={"events": n, "steps": len(ends)}, status="oom" if result.oom is not None else "ok",
-              message=oom_line, started_at_ns=time.time_ns(), samples=tuple(samples))
     return run, {step: snapshots[k] for step, k in enumerate(ends)}
 
 
 __all__ = [
     "RecordedSegmentAddresses",
+    "ReplayDivergenceError",
+    "infer_capacity",
     "ReplayResult",
     "TIMELINE_COLUMNS",
     "guess_torch_version",

@@ -33,6 +33,7 @@ class Fidelity:
     final_layout_matches: bool | None  # None: the replay did not reach the end
     first_divergence: tuple[int, str] | None  # (event index, what differed)
     stop_reason: str | None = None
+    what_if: bool = False  # replayed under another conf than the recorded one: differences are the point
 
     @property
     def placement(self) -> float:
@@ -53,7 +54,7 @@ class Fidelity:
 
     def line(self) -> str:
         """One line for a terminal or a table cell."""
-        verdict = "exact" if self.exact else "NOT exact"
+        verdict = "exact" if self.exact else ("differs from the recording (what-if)" if self.what_if else "NOT exact")
         ooms = f"; OOM at {list(self.recorded_ooms)} recorded, {list(self.replayed_ooms)} replayed" if (
             self.recorded_ooms or self.replayed_ooms) else ""
         first = ""
@@ -115,6 +116,7 @@ def fidelity(result: ReplayResult) -> Fidelity:
         final_layout_matches=final,
         first_divergence=first,
         stop_reason=result.stop_reason,
+        what_if=result.conf != (result.recorded_conf or "") or result.profile != (result.recorded_profile or result.profile),
     )
 
 
