@@ -7,8 +7,8 @@ from the OOM entry), and the same final segment layout (addresses, sizes, states
 The expectations come from the files themselves (counts of entries, the OOM entries' positions, the
 final segments) and from the traces README (torch versions), not from the simulator's output.
 
-Each replay runs once per session (fixture ``exact``). Measured on the shared 2-core box: about 1.5 s
-for the 8 exact replays, about 3 s for the 24 what-if replays with invariant checks.
+Each replay runs once per session (fixture ``exact``). Measured on the shared 2-core box: the whole file
+takes 3.2 s idle, 7.5 s under load (8 exact replays, 24 what-if replays with invariant checks).
 """
 
 from __future__ import annotations
@@ -130,10 +130,11 @@ def test_capacity_is_inferred_from_the_recorded_oom(snapshots: dict, exact: dict
     assert roomier.replayed_ooms == [] and not roomier.fidelity().exact
 
 
-def test_the_tie_break_is_address_order_in_torch_29(snapshots: dict) -> None:
-    """Registration-order tie-break (allocator-spec §2.2 for recent CUDA) does not reproduce the 2.9 recording."""
-    other = replay(snapshots["cuda-torch29-training.pickle"], tie_break="registration").fidelity()
-    assert other.allocs_placed < other.allocs // 2
+@pytest.mark.parametrize("name", ["cuda-torch29-training.pickle", "cuda-fsdp-2streams-oom.pickle"])
+def test_the_tie_break_is_address_order_in_torch_29(name: str, snapshots: dict) -> None:
+    """Registration-order tie-break (allocator-spec §2.2 for recent CUDA) does not reproduce 2.9 recordings."""
+    other = replay(snapshots[name], tie_break="registration").fidelity()
+    assert other.allocs_placed < 0.6 * other.allocs and not other.exact
 
 
 def test_a_recording_the_simulator_cannot_follow_stops_with_a_one_line_error(snapshots: dict) -> None:
