@@ -5,6 +5,9 @@
 Rows:
   public trace      the real CUDA trace (shared/data/traces), replay loop only, and end to end
                     (safe load + state reconstruction + replay)
+  largest recording the device trace with the most events in shared/data/traces: replay() (state
+                    reconstruction + replay, exact) and with fidelity(); also as a ratio to the
+                    public trace's replay loop measured in the same run
   synthetic         a seeded synthetic trace of ~1M events (recorded on the simulator itself, not timed),
                     replayed under its own conf and under other confs / the NPU profile
   hot path          SimDevice.malloc/free with no recording and no replay bookkeeping (ops/s)
@@ -103,6 +106,17 @@ def seeded_device(snap: Any, profile: str, conf: str) -> SimDevice:
     return dev
 
 
+def largest_recording(folder: Path) -> tuple[Path, int, int] | None:
+    """(file, device, events) of the device trace with the most events among the recordings in ``folder``."""
+    best: tuple[Path, int, int] | None = None
+    for path in sorted(folder.glob("*.pickle")):
+        snap = load_snapshot(path)
+        for d, trace in enumerate(snap["device_traces"]):
+            if best is None or len(trace) > best[2]:
+                best = (path, d, len(trace))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=Path(os.environ.get("MEMLAB_TRACES", DEFAULT_TRACE.parent))
@@ -124,6 +138,22 @@ def main() -> None:
             rows.append((f"public trace, replay loop, conf={conf!r}", len(events), n_ops, secs))
         secs = best_of(max(args.repeat, 10), lambda: None, lambda _: replay(data))
         rows.append(("public trace, end to end (load+rebuild+replay)", len(events), n_ops, secs))
+        largest = largest_recording(args.trace.parent)
+        if largest is not None:
+            path, device, n_events = largest
+            big = load_snapshot(path)
+            n_big_ops = sum(e.action in ("alloc", "free_requested") for e in trace_events(big, device))
+            secs = best_of(args.repeat, lambda: None, lambda _: replay(big, device=device))
+            rows.append((f"largest recording ({path.name} dev{device}), rebuild+replay", n_events, n_big_ops, secs))
+            secs = best_of(args.repeat, lambda: None, lambda _: replay(big, device=device).fidelity())
+            rows.append((f"largest recording ({path.name} dev{device}), +fidelity()", n_events, n_big_ops, secs))
+            baseline = rows[0]  # the public trace's replay loop, measured above in this run
+            print(f"largest recording: {path.name} device {device}, {n_events:,} events; "
+                  f"{replay(big, device=device).fidelity().line()[:90]}")
+            base_rate = baseline[1] / baseline[3][0]
+            for row in rows[-2:]:
+                print(f"  {row[0]}: {row[1] / row[3][0]:,.0f} events/s = "
+                      f"{row[1] / row[3][0] / base_rate:.2f} x the public trace's replay loop (same run)")
     else:
         print(f"(public trace not found at {args.trace}: skipped)", file=sys.stderr)
 

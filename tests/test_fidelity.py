@@ -106,7 +106,7 @@ def _all_traces() -> list[Path]:
 
 @pytest.mark.parametrize("path", _all_traces(), ids=lambda p: p.name)
 def test_every_recorded_trace_replays_exactly(path: Path) -> None:
-    """Every CUDA trace in the folder (e.g. from scripts/record_cuda_traces.py) replays exactly.
+    """Every CUDA trace in the folder (e.g. from scripts/record_cuda_traces.py) replays exactly, every device.
 
     A ``.json`` sidecar next to a pickle supplies what a snapshot does not record: the torch version,
     the device capacity and free memory at start, and a per-process memory fraction.
@@ -120,12 +120,10 @@ def test_every_recorded_trace_replays_exactly(path: Path) -> None:
         pytest.skip(f"{path.name}: not a CUDA trace")
     total = meta.get("total_bytes")
     context = total - meta["free_bytes_at_start"] if total and "free_bytes_at_start" in meta else None
-    result = replay(recorded, torch_version=meta.get("torch_version"), capacity_bytes=total,
-                    context_bytes=context, memory_fraction=meta.get("memory_fraction"), record_history=True)
-    assert result.events_replayed == result.events_total
-    assert result.address_mismatches == 0 and result.segment_mismatches == 0
-    simulated = result.device.snapshot()
-    want = [(e["addr"], e["size"]) for e in recorded["device_traces"][0] if e["action"] == "segment_alloc"]
-    got = [(e["addr"], e["size"]) for e in simulated["device_traces"][0] if e["action"] == "segment_alloc"]
-    assert got == want
-    assert _layout(simulated["segments"]) == _layout(recorded["segments"])
+    devices = [d for d, trace in enumerate(recorded["device_traces"]) if trace]
+    assert devices
+    for d in devices:
+        result = replay(recorded, torch_version=meta.get("torch_version"), capacity_bytes=total, device=d,
+                        context_bytes=context, memory_fraction=meta.get("memory_fraction"))
+        fid = result.fidelity()
+        assert fid.exact, f"device {d}: {fid.line()}"

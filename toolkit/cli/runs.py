@@ -1,6 +1,6 @@
 """The command-line subcommands that run things: the seed scenario, replays of recorded snapshots, the demo.
 
-Imported lazily by ``toolkit.cli.main`` so that ``ascend-memlab conf ...`` stays instant.
+Imported lazily by ``toolkit.cli.main.main`` so that ``ascend-memlab conf ...`` stays instant.
 """
 
 from __future__ import annotations
@@ -32,18 +32,25 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     snapshot = load_snapshot(args.snapshot)  # once: each conf replays the same loaded data
     capacity = int(args.capacity_gib * GiB) if args.capacity_gib else None
     rows = [("conf", "events", "outcome", "peak reserved", "peak fragmentation", "final reserved", "retries")]
+    notes = []
     for text in args.conf or ["recorded"]:
-        result = replay(snapshot, None if text == "recorded" else text, args.profile, capacity_bytes=capacity)
+        result = replay(snapshot, None if text == "recorded" else text, args.profile, capacity_bytes=capacity,
+                        device=args.device)
         s = result.summary()
-        outcome = "completed" if s["completed"] else f"OOM at event {s['oom_event']}"
+        notes.append(f"{text}: {result.fidelity().line()}")
+        outcome = "completed" if s["completed"] else (
+            f"OOM at event {s['oom_event']}" if s["oom_event"] is not None else f"stopped: {result.stop_reason}")
         rows.append((text if text != "recorded" else f"recorded ({s['conf'] or 'defaults'})",
                      f"{s['events']}", outcome, format_bytes(s["peak_reserved_bytes"]),
                      format_bytes(s["peak_fragmentation_bytes"]), format_bytes(s["final_reserved_bytes"]),
                      str(s["num_alloc_retries"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"[simulated] replay of {args.snapshot}")
+    print(f"[simulated] replay of {args.snapshot}, device {args.device}: torch {result.torch_version or '?'} "
+          f"({result.torch_version_source}); capacity {format_bytes(result.device.capacity_bytes)} "
+          f"({result.capacity_source})")
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print("\n".join(notes))
     return 0
 
 
@@ -65,4 +72,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="conf to replay under (repeatable; 'recorded' = the recorded conf, the default)")
     r.add_argument("--profile", choices=("cuda", "npu"), default=None, help="allocator model (default: recorder's)")
     r.add_argument("--capacity-gib", type=float, default=None, help="device memory, for OOM under other confs")
+    r.add_argument("--device", type=int, default=0, help="which device trace of the snapshot (default 0)")
     r.set_defaults(handler=_cmd_replay)

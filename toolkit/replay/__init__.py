@@ -6,9 +6,11 @@ Pure: never imports torch. ``replay()`` gives a per-event timeline; ``replay_ste
 
 from __future__ import annotations
 
+from toolkit.replay.fidelity import Fidelity
 from toolkit.replay.replayer import (
     TIMELINE_COLUMNS,
     RecordedSegmentAddresses,
+    ReplayDivergenceError,
     ReplayResult,
     guess_torch_version,
     recorded_conf,
@@ -18,8 +20,10 @@ from toolkit.replay.replayer import (
 )
 
 __all__ = [
+    "Fidelity",
     "TIMELINE_COLUMNS",
     "RecordedSegmentAddresses",
+    "ReplayDivergenceError",
     "ReplayResult",
     "guess_torch_version",
     "recorded_conf",

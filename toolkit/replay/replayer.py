@@ -13,23 +13,32 @@ How (and the choices it makes):
   conf those segments are kept as they were (like switching a conf at run time): only what happens from
   the first event on follows the new conf.
 - The user-level requests drive the simulator: ``alloc`` -> ``malloc``, ``free_requested`` -> ``free``.
-  A free whose ``free_completed`` does not follow at once was waiting for another stream: it is replayed
-  as pending and taken back at the recorded ``free_completed``. A run of ``segment_free`` /
-  ``segment_unmap`` entries comes from ``empty_cache()`` or from a release the next malloc made itself
-  (GC, oversize release, release-and-retry; then a new segment follows and the simulator, in the same
-  state, would release too: ``SimDevice.would_release_for``). The first kind is replayed as
-  ``empty_cache()``, the second is left to the simulator.
-- Addresses differ under another conf: recorded block addresses are mapped to simulated ones by the
-  ``alloc`` events. With ``segment_addresses="recorded"`` (default under the recorded conf) new segments
-  take the recorded ``segment_alloc`` addresses in order, so a faithful simulator reproduces the run
-  exactly (``address_mismatches == 0``).
-- Expandable segments: a snapshot reports mapped runs, not the VA reservation around them. A seeded
-  reservation starts at the lowest page the trace maps below its first run (else at that run); a
-  reservation *created* during the trace gets an address from the simulator's own model, so blocks in
-  it are mapped by the alloc events but do not keep their recorded addresses.
-- Snapshots do not record the torch version: for CUDA it is guessed from ``allocator_settings``
-  (``guess_torch_version``), which fixes the best-fit tie-break; pass ``torch_version`` to override.
-- An OOM under the new conf stops the replay at that event; the timeline so far is kept and flagged.
+  A free whose ``free_completed`` does not follow at once was waiting for another stream
+  (``record_stream``): it is replayed as pending and taken back at the recorded ``free_completed``.
+  Streams are the recorded stream ids, so every stream has its own free blocks (best fit never crosses
+  streams, as upstream's ``BlockComparatorSize`` orders by stream first).
+- Segment entries are the allocator's own doing inside a call: ``segment_alloc`` / ``segment_map``
+  inside the next malloc; a run of ``segment_free`` / ``segment_unmap`` inside an ``empty_cache()`` or
+  inside the next malloc (GC, oversize release, release-and-retry; ``SimDevice.would_release_for``
+  tells them apart; before a recorded ``oom`` it is always the failed malloc's release-and-retry). The
+  loop holds them back and puts what the simulator did in that call on their rows, so ``reserved_bytes``
+  on a ``segment_alloc`` row counts the new segment, as the recording does.
+- A recorded ``oom`` is replayed as the malloc that failed (its size is ``params.size()``); without a
+  given ``capacity_bytes`` the capacity is inferred from it (``infer_capacity``). A simulated OOM on an
+  ``alloc`` the recording served (what-if confs) stops the replay; the timeline so far is kept.
+- Addresses: with ``segment_addresses="recorded"`` (default under the recorded conf) each new segment,
+  and each new expandable VA reservation, takes the address the recording gave it in the same malloc
+  (``RecordedSegmentAddresses``), so a faithful simulator reproduces the run exactly; ``fidelity()``
+  says whether it did. Under another conf addresses differ: recorded block addresses are mapped to
+  simulated ones by the ``alloc`` events.
+- Expandable segments seeded before the first event: a snapshot reports mapped runs, not the VA
+  reservation around them. A seeded reservation starts at the lowest page the trace maps below its
+  first run (else at that run).
+- The torch version is inferred from what the snapshot holds (``toolkit.snapshot.version``), shown in
+  ``result.torch_version`` / ``torch_version_source``; pass ``torch_version`` to override.
+- A request the simulated state cannot serve (a free of a block it does not hold) stops the replay
+  with a one-line ``ReplayDivergenceError`` in ``result.error`` (``completed`` is False); the timeline
+  up to it is kept.
 """
 
 from __future__ import annotations
@@ -42,13 +51,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
+from toolkit.core.errors import ToolkitError
 from toolkit.sim import SimDevice, SimOutOfMemoryError
+from toolkit.snapshot.version import infer_torch_version
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from toolkit.core.records import Run
+    from toolkit.replay.fidelity import Fidelity
     from toolkit.snapshot import Snapshot
 
 SegmentAddresses = Literal["recorded", "fresh"]
@@ -68,19 +80,47 @@ TIMELINE_COLUMNS = (
 _PENDING_STREAM_BASE = 1 << 62  # pseudo streams that hold recorded pending frees (never real streams)
 
 
-class RecordedSegmentAddresses:
-    """``segment_address`` callable handing out the recorded ``segment_alloc`` addresses in order."""
+class ReplayDivergenceError(ToolkitError):
+    """The recording asks for something the simulated state cannot do (e.g. free a block it lacks)."""
 
-    def __init__(self, segments: list[tuple[int, int]]) -> None:
-        self._queue = deque(segments)
+    def __init__(self, event: int, what: str) -> None:
+        super().__init__(f"replay diverged at event {event}: {what}")
+        self.event = event
+
+
+class RecordedSegmentAddresses:
+    """``segment_address`` callable: a new segment goes where the recording created it.
+
+    The replay loop hands it the recorded ``segment_alloc`` / ``segment_map`` events of the malloc it is
+    about to replay (``expect``); the k-th segment the simulator creates in that malloc takes the
+    address of the k-th of them. A plain segment must have the recorded size; a new expandable VA
+    reservation starts where the recording mapped its first pages (pages are mapped lowest address
+    first, so the first map of a reservation is at its base: ``find_expandable_block`` and
+    ``ExpandableSegment::map`` in c10/cuda/CUDACachingAllocator.cpp). Anything else (no recorded
+    segment left, another size) falls back to the simulator's own address model and counts as a
+    mismatch.
+    """
+
+    def __init__(self, expandable: bool = False) -> None:
+        self.expandable = expandable
+        self._queue: deque[tuple[str, int, int]] = deque()
         self.mismatches = 0
+
+    def expect(self, events: list[tuple[str, int, int]]) -> None:
+        """The recorded (action, address, size) of the segments the next malloc created."""
+        self._queue = deque(e for e in events if e[0] in ("segment_alloc", "segment_map"))
 
     def __call__(self, size: int, stream: int) -> int | None:
         if not self._queue:
             self.mismatches += 1
             return None
-        address, recorded_size = self._queue.popleft()
-        if recorded_size != size:
+        action, address, recorded_size = self._queue.popleft()
+        if self.expandable:
+            if action != "segment_map":
+                self.mismatches += 1
+                return None
+            return address
+        if action != "segment_alloc" or recorded_size != size:
             self.mismatches += 1
             return None
         return address
@@ -107,11 +147,22 @@ class ReplayResult:
     events_replayed: int = 0
     address_mismatches: int = 0  # alloc events whose simulated address differs from the recorded one
     segment_mismatches: int = 0  # recorded-address mode: segments out of step with the recording
-    oom: SimOutOfMemoryError | None = None
+    oom: SimOutOfMemoryError | None = None  # a simulated OOM the recording did not have: the replay stopped
     oom_event: int | None = None
     recorded_ooms: int = 0
+    replayed_ooms: list[int] = field(default_factory=list)  # recorded OOM events that failed in the simulator too
     snapshots: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)  # event -> state after it
     simulated: bool = True
+    error: ToolkitError | None = None  # why the replay stopped early without an OOM (ReplayDivergenceError)
+    divergences: list[tuple[int, str]] = field(default_factory=list, repr=False)  # first MAX_DIVERGENCES
+    divergence_counts: dict[str, int] = field(default_factory=dict, repr=False)  # address / segment / oom
+    allocs_replayed: int = 0
+    device_index: int = 0
+    torch_version: str | None = None  # the version whose behaviour was simulated
+    torch_version_source: str = ""  # how it was chosen: inferred from what, or given
+    capacity_source: str = ""  # how capacity_bytes was chosen
+    recorded_segments: list[dict[str, Any]] | None = field(default=None, repr=False)  # final, this device
+    recorded_profile: str = ""  # the allocator that recorded it ("" = same as ``profile``)
 
     @cached_property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -161,7 +212,30 @@ class ReplayResult:
 
     @property
     def completed(self) -> bool:
-        return self.oom is None
+        """Every event replayed: no simulated OOM the recording did not have, no divergence that stopped it."""
+        return self.oom is None and self.error is None and self.events_replayed == self.events_total
+
+    @property
+    def stop_reason(self) -> str | None:
+        """One line: why the replay stopped early, or None."""
+        if self.error is not None:
+            return str(self.error)
+        if self.oom is not None:
+            return f"simulated OOM at event {self.oom_event}: {str(self.oom).splitlines()[0][:160]}"
+        return None
+
+    def fidelity(self) -> Fidelity:
+        """How closely this replay follows the recording (see ``toolkit.replay.fidelity``)."""
+        from toolkit.replay.fidelity import fidelity
+
+        return fidelity(self)
+
+    def to_run(self, steps: int | None = None, name: str | None = None) -> Run:
+        """The replay as a ``toolkit.core.records.Run`` (one ``MemorySample`` per kept snapshot, or per
+        ``steps`` evenly spaced events) so that every plot takes a replay."""
+        from toolkit.replay.fidelity import replay_run
+
+        return replay_run(self, steps=steps, name=name)
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers (bytes as ints) for tables and comparisons."""
@@ -182,7 +256,12 @@ class ReplayResult:
         }
 
     def __repr__(self) -> str:
-        status = "completed" if self.completed else f"OOM at event {self.oom_event}"
+        if self.completed:
+            status = "completed"
+        elif self.oom is not None:
+            status = f"OOM at event {self.oom_event}"
+        else:
+            status = f"stopped at event {self.events_replayed - 1}"
         return (
             f"ReplayResult(profile={self.profile!r}, conf={self.conf!r}, events={self.events_replayed}/"
             f"{self.events_total}, {status}) [simulated]"
@@ -200,17 +279,8 @@ def recorded_conf(snapshot: Mapping[str, Any]) -> str | None:
 
 
 def guess_torch_version(snapshot: Mapping[str, Any]) -> str | None:
-    """A PyTorch release consistent with a CUDA snapshot's ``allocator_settings`` keys, or None.
-
-    Snapshots do not record the torch version, but the settings block grew over releases: without
-    ``graph_capture_record_stream_reuse`` (first in 2.9, allocator-spec §1.4) the recorder was 2.8 or
-    older, which fixes the best-fit tie-break (address order) and the conf dialect. The real trace in
-    shared/data/traces has no such key and replays exactly only with address order.
-    """
-    settings = snapshot.get("allocator_settings")
-    if snapshot.get("flavor", "cuda") != "cuda" or not isinstance(settings, Mapping) or not settings:
-        return None
-    return None if "graph_capture_record_stream_reuse" in settings else "2.8"
+    """The version of ``toolkit.snapshot.version.infer_torch_version`` (kept for callers of the old name)."""
+    return infer_torch_version(snapshot).version
 
 
 def _load(source: str | os.PathLike[str] | bytes | Mapping[str, Any]) -> Snapshot:
@@ -244,9 +314,10 @@ def replay(
         conf: conf string or ``AllocConf`` to replay under; None = the recorded conf (CUDA snapshots
             record it; torch_npu snapshots do not, so None means the defaults there).
         profile: ``"cuda"`` or ``"npu"``; None = the allocator that recorded it.
-        torch_version: version-dependent behaviour (see ``SimDevice``); None = guessed from a CUDA
-            snapshot's settings (``guess_torch_version``), else the newest dialect.
-        capacity_bytes: device memory; an OOM under ``conf`` stops the replay (flagged).
+        torch_version: version-dependent behaviour (see ``SimDevice``); None = inferred from a CUDA
+            snapshot (``toolkit.snapshot.version.infer_torch_version``), else the newest dialect.
+        capacity_bytes: device memory; None = inferred (``infer_capacity``: from a recorded OOM, else
+            the default). A simulated OOM the recording did not have stops the replay (flagged).
         context_bytes: runtime overhead counted in ``device_used_bytes`` (default 0 here: a replay
             studies the allocator).
         memory_fraction: ``set_per_process_memory_fraction`` of the recorded run (snapshots do not
@@ -268,22 +339,31 @@ def replay(
     flavor = snap.get("flavor", "cuda")
     profile = profile or flavor
     recorded = recorded_conf(snap)
-    same_conf = conf is None
+    same_conf = conf is None or (isinstance(conf, str) and conf == (recorded or ""))
     if conf is None:
         conf = recorded or ""
     if torch_version is None and profile == flavor:
-        torch_version = guess_torch_version(snap)
+        inferred = infer_torch_version(snap)
+        torch_version, version_source = inferred.version, inferred.reason
+    else:
+        version_source = "given" if torch_version is not None else "none (another allocator's recording)"
     events = trace_events(snap, device)
     if segment_addresses is None:
         segment_addresses = "recorded" if same_conf and profile == flavor else "fresh"
     if segment_addresses not in ("recorded", "fresh"):
         raise ValueError(f"segment_addresses must be 'recorded' or 'fresh', got {segment_addresses!r}")
+    seeds = initial_state(snap, device)
+    capacity_source = "given"
+    if capacity_bytes is None:
+        capacity_bytes, capacity_source = infer_capacity(seeds, events, profile)
+        if context_bytes is None:
+            context_bytes = 0
     feeder = None
     if segment_addresses == "recorded":
-        feeder = RecordedSegmentAddresses([(e.addr, e.size) for e in events if e.action == "segment_alloc"])
+        feeder = RecordedSegmentAddresses()
     dev = SimDevice(
         profile,
-        conf,
+        _conf_for(conf, profile, torch_version),
         capacity_bytes=capacity_bytes,
         torch_version=torch_version,
         segment_address=feeder,
@@ -291,15 +371,20 @@ def replay(
         device=device,
         **device_options,
     )
-    seeds = initial_state(snap, device)
+    if feeder is not None:
+        feeder.expandable = dev.settings.expandable
     # Segments that existed before recording get registration numbers in creation order. That order is
     # not recorded; drivers hand out decreasing addresses, so the highest address is taken as the oldest
     # (matters only for the registration-order tie-break of recent CUDA). Expandable runs go last, lowest
     # first, so the first run of each reservation is its base.
     seeds.sort(key=lambda s: (s.is_expandable, -s.address if not s.is_expandable else s.address))
     reservations = _reservations(dev, [s for s in seeds if s.is_expandable], events)
+    stale = _untouched_free_requests(snap, device, events)
     for seed in seeds:
-        requested = seed.requested_sizes or (0,) * len(seed.blocks)
+        requested = list(seed.requested_sizes or (0,) * len(seed.blocks))
+        for j, b in enumerate(seed.blocks):
+            if not b.allocated:
+                requested[j] = stale.get((seed.address + b.offset, b.size), requested[j])
         dev.add_segment(
             seed.address,
             seed.size,
@@ -310,23 +395,132 @@ def replay(
             va_base=reservations.get(seed.address, (None, None))[0],
             va_bytes=reservations.get(seed.address, (None, None))[1],
         )
+    pending: dict[int, int] = {}
+    for seed in seeds:  # blocks whose free was requested before recording began wait for their events
+        for offset in seed.pending_free:
+            pending[seed.address + offset] = stream = _PENDING_STREAM_BASE - 1 - len(pending)
+            dev.record_stream(seed.address + offset, stream)
+            dev.free(seed.address + offset)
     if memory_fraction is not None:
         dev.set_per_process_memory_fraction(memory_fraction)
     if record_history:
         dev.record_history()
-    result = replay_events(dev, events, conf_text=dev.settings.conf_text, snapshot_at=snapshot_at)
+    result = replay_events(
+        dev, events, conf_text=dev.settings.conf_text, snapshot_at=snapshot_at, feeder=feeder, pending=pending
+    )
     result.recorded_conf = recorded
     result.segment_mismatches += feeder.mismatches if feeder is not None else 0
+    result.device_index = device
+    result.torch_version = torch_version
+    result.torch_version_source = version_source
+    result.capacity_source = capacity_source
+    result.recorded_segments = [seg for seg in snap["segments"] if seg["device"] == device]
+    result.recorded_profile = flavor
     return result
 
 
+def _untouched_free_requests(snap: Mapping[str, Any], device: int, events: list[Any]) -> dict[tuple[int, int], int]:
+    """(address, size) -> requested size of final free blocks no trace event touches.
+
+    A freed block keeps the requested size of its last allocation (``free_block`` leaves
+    ``requested_size`` alone; the snapshot reports it for inactive blocks: 72 of the 103 inactive
+    blocks of cuda-torch29-training have one). For a free block that no event touches during the trace
+    the value predates the recording, so only the final snapshot knows it.
+    """
+    touched = sorted(e[1] for e in events if e[0] in ("alloc", "free_requested", "free_completed"))
+    out: dict[tuple[int, int], int] = {}
+    for seg in snap["segments"]:
+        if seg["device"] != device:
+            continue
+        for b in seg["blocks"]:
+            if b["state"] == "inactive" and b["requested_size"]:
+                lo = bisect_left(touched, b["address"])
+                if lo == len(touched) or touched[lo] >= b["address"] + b["size"]:
+                    out[(b["address"], b["size"])] = b["requested_size"]
+    return out
+
+
+def _conf_for(conf: Any, profile: str, torch_version: str | None) -> Any:
+    """A conf string parsed in the dialect of ``torch_version``, or of the oldest one the parser knows.
+
+    The conf parser models torch 2.6 and later; an older recording (torch 2.1) ran without any
+    ``allocator_settings`` to read back, and its (empty or plain) conf reads the same in 2.6.
+    """
+    if not isinstance(conf, str):
+        return conf
+    from toolkit.conf import parse
+    from toolkit.conf.dialects import SUPPORTED_VERSIONS
+    from toolkit.sim.settings import parse_version
+
+    version = torch_version
+    if profile == "cuda" and version is not None:
+        oldest = SUPPORTED_VERSIONS["cuda"][0]
+        if parse_version(version) < parse_version(oldest):
+            version = oldest
+    return parse(conf, platform=profile, version=version)
+
+
+def infer_capacity(seeds: list[Any], events: list[Any], profile: str) -> tuple[int, str]:
+    """Device memory for a replay when none is given: what the recording proves, and how.
+
+    Snapshots do not record the device's total memory. A recorded ``oom`` entry carries the free
+    bytes ``cudaMemGetInfo`` reported after the failed release-and-retry (``DeviceCachingAllocator::
+    malloc`` in c10/cuda/CUDACachingAllocator.cpp: ``record_trace(TraceEntry::OOM, device_free, ...)``),
+    so the memory this process could use is its reserved bytes at that moment plus that free memory
+    (context and other processes' memory are inside neither: the replay then runs with
+    ``context_bytes=0``). Several OOMs: the smallest such bound, so each of them fails. Without an OOM:
+    the default capacity, raised to the recorded peak reserved if the recording held more.
+    """
+    from toolkit.sim.device import DEFAULT_CAPACITY_BYTES
+
+    reserved = sum(s.size for s in seeds)
+    peak = reserved
+    bound: int | None = None
+    first = -1
+    for i, (action, addr, size, _) in enumerate(events):
+        sign = _SEGMENT_SIGN.get(action)
+        if sign is not None:
+            reserved += sign * size
+            peak = max(peak, reserved)
+        elif action == "oom":
+            if bound is None or reserved + addr < bound:
+                bound, first = reserved + addr, i
+    if bound is not None:
+        return bound, f"reserved + free bytes at the recorded OOM (event {first})"
+    default = DEFAULT_CAPACITY_BYTES[profile]
+    if peak > default:
+        return peak, "the recorded peak reserved (above the default capacity)"
+    return default, f"default ({default // 2**30} GiB; the recording has no OOM to infer it from)"
+
+
+_SEGMENT_SIGN = {"segment_alloc": 1, "segment_map": 1, "segment_free": -1, "segment_unmap": -1}
+_RELEASES = ("segment_free", "segment_unmap")
+MAX_DIVERGENCES = 50  # divergences kept with their description (all are counted)
+
+
 def replay_events(
-    dev: SimDevice, events: list[Any], conf_text: str | None = None, snapshot_at: Iterable[int] = ()
+    dev: SimDevice,
+    events: list[Any],
+    conf_text: str | None = None,
+    snapshot_at: Iterable[int] = (),
+    feeder: RecordedSegmentAddresses | None = None,
+    pending: dict[int, int] | None = None,
 ) -> ReplayResult:
     """The replay loop: drive ``dev`` with the user-level requests of ``events`` (``TraceEvent`` tuples).
 
     For callers that built and seeded the device themselves; ``replay`` does both and calls this.
     ``snapshot_at``: event indices after which ``dev.snapshot()`` is kept in ``result.snapshots``.
+    ``feeder``: the ``segment_address`` callable of ``dev`` when it places segments as recorded.
+    ``pending``: seeded blocks already pending free (address -> the pseudo stream they wait for).
+
+    A recorded ``segment_*`` entry is the allocator's own doing inside the next call (malloc, or
+    ``empty_cache``): the loop holds it back, captures what the simulator did in that call and puts
+    each simulated segment operation on the recorded row it answers (so ``reserved_bytes`` on a
+    ``segment_alloc`` row already counts the segment, as ``recorded_reserved_bytes`` does). A recorded
+    ``oom`` entry is replayed as the failing malloc (``params.size()``, already rounded): it must fail
+    in the simulator too, after the same release-and-retry, and the replay goes on as the recording did.
+    A request the simulator cannot follow (a free of a block it does not hold) stops the replay with
+    ``ReplayDivergenceError`` in ``result.error``; the timeline up to it is kept.
     """
     stops = deque(sorted(set(snapshot_at)))
     snapshots: dict[int, dict[str, Any]] = {}
@@ -337,65 +531,158 @@ def replay_events(
     row = rows.append
     malloc, free = dev.malloc, dev.free
     addr_map: dict[int, int] = {}
-    pending: dict[int, int] = {}  # recorded addr -> pseudo stream of its pending free
+    pending = dict(pending or {})  # recorded addr -> pseudo stream of its pending free
     n = len(events)
-    mismatches = recorded_ooms = 0
+    mismatches = recorded_ooms = allocs = 0
+    divergences: list[tuple[int, str]] = []
+    counts = {"address": 0, "segment": 0, "oom": 0}
     oom: SimOutOfMemoryError | None = None
     oom_event: int | None = None
+    replayed_ooms: list[int] = []
+    error: ToolkitError | None = None
+    deferred: list[int] = []  # recorded segment entries waiting for the call that made them
     next_pending = _PENDING_STREAM_BASE
+
+    def diverge(kind: str, at: int, what: str) -> None:
+        counts[kind] += 1
+        if len(divergences) < MAX_DIVERGENCES:
+            divergences.append((at, what))
+
+    def captured(fn: Any, *args: Any) -> tuple[Any, list[tuple[str, int, int]], BaseException | None]:
+        """Run ``fn`` with a private trace: the segment operations it made, in order."""
+        saved = dev._trace
+        dev._trace = cap = deque()
+        if feeder is not None:
+            feeder.expect([(events[k][0], events[k][1], events[k][2]) for k in deferred])
+        failure: BaseException | None = None
+        out = None
+        try:
+            out = fn(*args)
+        except SimOutOfMemoryError as exc:
+            failure = exc
+        finally:
+            dev._trace = saved
+            if saved is not None:
+                saved.extend(cap)
+            if feeder is not None:
+                feeder.expect([])  # a segment no recorded entry announced takes the simulator's address
+        ops = [(t[0], t[1], t[2]) for t in cap if t[0] in _SEGMENT_SIGN]
+        return out, ops, failure
+
+    def settle(before: tuple[int, int, int, int], ops: list[tuple[str, int, int]]) -> None:
+        """Rows for the held-back segment entries, from the simulator's operations in the same order."""
+        a0, r0, s0, g0 = before
+        for j, k in enumerate(deferred):
+            want = events[k]
+            if j < len(ops):
+                op = ops[j]
+                r0 += _SEGMENT_SIGN[op[0]] * op[2]
+                g0 += (op[0] == "segment_alloc") - (op[0] == "segment_free")
+                if op != (want[0], want[1], want[2]):
+                    diverge("segment", k, f"{want[0]} of {want[2]} B at {want[1]:#x} recorded, simulated "
+                                          f"{op[0]} of {op[2]} B at {op[1]:#x}")
+            else:
+                diverge("segment", k, f"{want[0]} of {want[2]} B at {want[1]:#x} recorded, not simulated")
+            row((k, a0, r0, s0, g0))
+        if len(ops) > len(deferred):
+            at = deferred[-1] + 1 if deferred else i
+            for op in ops[len(deferred):]:
+                diverge("segment", at, f"simulated {op[0]} of {op[2]} B at {op[1]:#x}, not recorded")
+        deferred.clear()
+
     i = 0
     while i < n:
-        if i > next_stop:  # the state after event next_stop is the state before event i
+        if i > next_stop and not deferred:  # the state after event next_stop is the state before event i
+            # (a held-back segment entry's state is the state after the call that made it)
             while stops and stops[0] < i:
                 snapshots[stops.popleft()] = dev.snapshot()
             next_stop = stops[0] if stops else n
         action, addr, size, stream = events[i]
-        if action == "alloc":
-            try:
-                got = malloc(size, stream)
-            except SimOutOfMemoryError as exc:
-                oom, oom_event = exc, i
-                row((i, *_totals(small, large)))
-                i += 1
-                break
-            addr_map[addr] = got
-            if got != addr:
-                mismatches += 1
-        elif action == "free_requested":
-            sim_addr = addr_map.pop(addr, addr)
-            nxt = events[i + 1] if i + 1 < n else None
-            if nxt is not None and nxt[0] == "free_completed" and nxt[1] == addr:
-                free(sim_addr)
-                i += 1  # the free_completed row shows the same state: filled forward
-            else:  # used on another stream: stays pending until its recorded free_completed
-                dev.record_stream(sim_addr, next_pending)
-                free(sim_addr)
-                pending[addr] = next_pending
-                next_pending += 1
-        elif action == "free_completed":
-            pseudo = pending.pop(addr, None)
-            if pseudo is not None:  # its events completed and the allocator took it back now
-                dev.complete_events(pseudo)
-                dev.process_events()
-            else:  # its free_requested came before recording began: the block was seeded as allocated
+        try:
+            if action == "alloc":
+                allocs += 1
+                if deferred:
+                    before = _totals(small, large)
+                    got, ops, failure = captured(malloc, size, stream)
+                    if failure is None:
+                        settle(before, ops)
+                else:
+                    try:
+                        got, failure = malloc(size, stream), None
+                    except SimOutOfMemoryError as exc:
+                        failure = exc
+                if failure is not None:
+                    oom, oom_event = failure, i  # type: ignore[assignment]
+                    deferred.clear()
+                    diverge("oom", i, f"simulated OOM on an alloc of {size} B that the recording served")
+                    row((i, *_totals(small, large)))
+                    i += 1
+                    break
+                addr_map[addr] = got
+                if got != addr:
+                    mismatches += 1
+                    diverge("address", i, f"alloc of {size} B at {got:#x}, recorded at {addr:#x}")
+            elif action == "free_requested":
                 sim_addr = addr_map.pop(addr, addr)
-                block = dev.block_at(sim_addr)
-                if block is not None and block.allocated:
+                nxt = events[i + 1] if i + 1 < n else None
+                if nxt is not None and nxt[0] == "free_completed" and nxt[1] == addr:
+                    _free(dev, free, sim_addr, i, action)
+                    i += 1  # the free_completed row shows the same state: filled forward
+                else:  # used on another stream: stays pending until its recorded free_completed
+                    _check_allocated(dev, sim_addr, i, action)
+                    dev.record_stream(sim_addr, next_pending)
                     free(sim_addr)
-        elif action == "segment_free" or action == "segment_unmap":
-            following = events[i + 1][0] if i + 1 < n else None
-            if following != "segment_free" and following != "segment_unmap":
-                # The end of a release run: an empty_cache() call, or a release the next malloc made
-                # itself (GC, oversize release, release-and-retry), which the simulator redoes.
-                if not _released_by_next_malloc(dev, events, i + 1):
-                    dev.empty_cache()
-        elif action == "oom":
-            recorded_ooms += 1
-            i += 1
-            continue
-        else:  # segment_alloc / segment_map happen inside the next malloc; other actions change nothing
-            i += 1
-            continue
+                    pending[addr] = next_pending
+                    next_pending += 1
+            elif action == "free_completed":
+                pseudo = pending.pop(addr, None)
+                if pseudo is not None:  # its events completed and the allocator took it back now
+                    dev.complete_events(pseudo)
+                    dev.process_events()
+                else:  # its free_requested came before recording began: the block was seeded as allocated
+                    sim_addr = addr_map.pop(addr, addr)
+                    block = dev.block_at(sim_addr)
+                    if block is not None and block.allocated:
+                        free(sim_addr)
+                    elif block is None or not (block.event_count or block.stream_uses):
+                        raise ReplayDivergenceError(
+                            i, f"free_completed of {size} B at {addr:#x}: the simulator holds no such block"
+                        )
+            elif action in _RELEASES:
+                deferred.append(i)
+                following = events[i + 1][0] if i + 1 < n else None
+                if following not in _RELEASES and following != "oom" and not _released_by_next_malloc(
+                    dev, events, i + 1
+                ):
+                    # the end of a release run that no malloc made: an empty_cache() call
+                    before = _totals(small, large)
+                    _, ops, _ = captured(dev.empty_cache)
+                    settle(before, ops)
+                i += 1
+                continue
+            elif action == "segment_alloc" or action == "segment_map":
+                deferred.append(i)  # made inside the next malloc
+                i += 1
+                continue
+            elif action == "oom":
+                recorded_ooms += 1
+                before = _totals(small, large)
+                got, ops, failure = captured(malloc, size, stream)
+                settle(before, ops)
+                if failure is not None:
+                    replayed_ooms.append(i)
+                else:
+                    diverge("oom", i, f"recorded OOM for {size} B; the simulator served it (freed again)")
+                    free(got)
+            else:  # snapshot markers and other actions change nothing
+                i += 1
+                continue
+        except ReplayDivergenceError as exc:
+            error = exc
+            break
+        except (ValueError, KeyError, AssertionError) as exc:  # the simulator refused the request
+            error = ReplayDivergenceError(i, f"{action} of {size} B at {addr:#x}: {exc}")
+            break
         row((
             i,
             small.allocated_bytes_cur + large.allocated_bytes_cur,
@@ -404,6 +691,8 @@ def replay_events(
             small.segment_cur + large.segment_cur,
         ))
         i += 1
+    if deferred and error is None and oom_event is None:  # segment entries at the very end: nothing made them
+        settle(_totals(small, large), [])
     while stops and stops[0] < i:  # stops up to the last replayed event (the OOM event included)
         snapshots[stops.popleft()] = dev.snapshot()
     return ReplayResult(
@@ -419,11 +708,28 @@ def replay_events(
         events_total=n,
         events_replayed=i,
         address_mismatches=mismatches,
+        segment_mismatches=counts["segment"],
         oom=oom,
         oom_event=oom_event,
         recorded_ooms=recorded_ooms,
+        replayed_ooms=replayed_ooms,
         snapshots=snapshots,
+        error=error,
+        divergences=divergences,
+        divergence_counts=dict(counts),
+        allocs_replayed=allocs,
     )
+
+
+def _check_allocated(dev: SimDevice, address: int, index: int, action: str) -> None:
+    b = dev.block_at(address)
+    if b is None or not b.allocated:
+        raise ReplayDivergenceError(index, f"{action} at {address:#x}: the simulator holds no allocated block there")
+
+
+def _free(dev: SimDevice, free: Any, address: int, index: int, action: str) -> None:
+    _check_allocated(dev, address, index, action)
+    free(address)
 
 
 def _reservations(dev: SimDevice, runs: list[Any], events: list[Any]) -> dict[int, tuple[int, int]]:
@@ -496,11 +802,6 @@ def replay_steps(
     step, ``input_name`` says which trace event it stops after) and its snapshot is keyed by step, ready for
     ``toolkit.notebook.widgets.Inspector(run, snapshots)``. When the replay hits an OOM, that event is the last step.
     """
-    import time
-
-    from toolkit.core.records import MemorySample, Run
-    from toolkit.core.units import format_bytes
-
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     snap = _load(source)
@@ -512,37 +813,19 @@ def replay_steps(
     wanted = sorted({max(0, round(n * (k + 1) / steps) - 1) for k in range(steps)})
     result = replay(snap, conf, snapshot_at=wanted, **replay_options)
     snapshots = dict(result.snapshots)
-    if result.oom_event is not None:  # the replay stopped there: the device is in that state now
-        snapshots[result.oom_event] = result.device.snapshot()
+    last = result.events_replayed - 1
+    if last not in snapshots:  # the replay stopped there (an OOM or a divergence): the device is in that state now
+        snapshots[last] = result.device.snapshot()
+    result.snapshots = snapshots
+    run = result.to_run(name=name)
     ends = sorted(snapshots)
-    frame = result.timeline
-    capacity = result.device.capacity_bytes
-    samples: list[MemorySample] = []
-    for step, k in enumerate(ends):
-        row = frame.iloc[min(k, len(frame) - 1)]
-        upto = frame.iloc[: k + 1]
-        is_oom = result.oom_event == k
-        samples.append(MemorySample(
-            request_index=step, request_id=f"event {k}", rank=0, started_at_ns=0, duration_ns=0,
-            input_name=f"after event {k} of {n} ({row['action']} {format_bytes(int(row['size']))})",
-            allocated_bytes=int(row["allocated_bytes"]), allocated_peak_bytes=int(upto["allocated_bytes"].max()),
-            reserved_bytes=int(row["reserved_bytes"]), reserved_peak_bytes=int(upto["reserved_bytes"].max()),
-            active_bytes=int(row["allocated_bytes"]), inactive_split_bytes=int(row["inactive_split_bytes"]),
-            device_used_bytes=int(row["device_used_bytes"]), device_total_bytes=capacity,
-            non_torch_bytes=int(row["device_used_bytes"] - row["reserved_bytes"]),
-            segment_count=int(row["segments"]), num_ooms=int(is_oom), status="oom" if is_oom else "ok",
-            message=str(result.oom).splitlines()[0] if is_oom and result.oom is not None else None))
-    oom_line = str(result.oom).splitlines()[0] if result.oom is not None else None
-    run = Run(name=name or f"replay: {result.conf or 'defaults'}", backend="replay", platform=result.profile,
-              model="recorded trace", conf=result.conf, effective_conf=result.device.settings.conf_text,
-              device_capacity_bytes=capacity, simulated=True,
-              engine_args={"events": n, "steps": len(ends)}, status="oom" if result.oom is not None else "ok",
-              message=oom_line, started_at_ns=time.time_ns(), samples=tuple(samples))
     return run, {step: snapshots[k] for step, k in enumerate(ends)}
 
 
 __all__ = [
     "RecordedSegmentAddresses",
+    "ReplayDivergenceError",
+    "infer_capacity",
     "ReplayResult",
     "TIMELINE_COLUMNS",
     "guess_torch_version",

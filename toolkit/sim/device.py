@@ -87,8 +87,9 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         capacity_bytes: device memory (``mem_get_info()[1]``).
         torch_version: selects version-dependent behaviour (best-fit tie-break, OOM hint, conf dialect).
         segment_address: ``(size_bytes, stream) -> address | None`` choosing where new segments go;
-            None: driver-like decreasing addresses. Expandable VA reservations and NPU workspace
-            blocks always come from the simulator's own address model (traces never record them).
+            None: driver-like decreasing addresses. For a new expandable VA reservation it is asked
+            with the reservation's size. NPU workspace blocks always come from the simulator's own
+            address model (traces never record them).
         context_bytes: runtime memory outside the allocators (counted in ``mem_get_info``).
         external_bytes: memory used by other processes / non-torch allocations.
         device: device index shown in messages and snapshots.

@@ -77,8 +77,10 @@ class ExpandableMixin:
         page = self.settings.small_page_bytes if pool.is_small else self.settings.large_page_bytes
         cap = self.capacity_bytes
         va_size = page * -(-(cap + cap // 8) // page)  # room for 1 1/8 of device memory
-        # VA reservations come from the simulator's own address model: traces never record their base
-        address = self._addresses.take(va_size, page)
+        # A trace never records a reservation's base, but its first pages are mapped at it (lowest
+        # address first): a replay's segment_address callable passes the recorded first map; without
+        # one the simulator's own address model decides.
+        address = self._new_address(va_size, stream, page)
         seg = self._new_segment(address, va_size, stream, pool, page_bytes=page)
         u = Block(address, va_size, stream, pool, seg, mapped=False)
         by_ptr[address] = u

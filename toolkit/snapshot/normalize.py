@@ -19,8 +19,10 @@ Accepted inputs (all plain data, as produced by ``load_snapshot`` or handed over
 What is inferred (documented because nothing in the file says it):
 
 - ``flavor`` when not given: "npu" if a trace has ``workspace_snapshot`` entries or ``pool_id`` keys;
-  "cuda" if ``allocator_settings`` or any ``time_us`` is present; otherwise "npu" when traces exist but
-  carry no time stamps in a modern (``frames``-style) layout, else "cuda".
+  "cuda" if ``allocator_settings`` or any ``time_us`` is present; else the allocator that recorded C++
+  frames name (``c10::cuda::CUDACachingAllocator`` vs ``c10_npu::NPUCachingAllocator``: torch 2.1 CUDA
+  snapshots have neither settings nor time stamps); otherwise "npu" when traces exist but carry no time
+  stamps in a modern (``frames``-style) layout, else "cuda".
 - workspace segments of a torch_npu snapshot recorded without history (no trace entries): the caching
   allocator lists its segments sorted by address, the workspace segments follow, so segments after the
   first break in ascending address order (per device) are taken as workspace. A workspace segment that
@@ -222,8 +224,27 @@ def _detect_flavor(raw: Mapping[str, Any], segments_raw: list[Any], traces: list
         return "npu"
     if "allocator_settings" in raw or any("time_us" in e for e in entries):
         return "cuda"
+    native = _frames_name_allocator(entries)
+    if native is not None:
+        return native
     legacy = any("history" in b for s in segments_raw[:8] if isinstance(s, Mapping) for b in s.get("blocks", [])[:4])
     return "npu" if entries and not legacy else "cuda"
+
+
+def _frames_name_allocator(entries: list[TraceEntry]) -> Flavor | None:
+    """The allocator named by recorded C++ frames (``context="all"``), e.g. torch 2.1 CUDA snapshots.
+
+    Those carry neither ``allocator_settings`` nor ``time_us``, but their frames name
+    ``c10::cuda::CUDACachingAllocator`` (torch_npu's: ``c10_npu::NPUCachingAllocator``).
+    """
+    for e in entries:
+        for f in e.get("frames") or ():
+            name = f.get("name", "") if isinstance(f, Mapping) else ""
+            if "NPUCachingAllocator" in name or "c10_npu::" in name:
+                return "npu"
+            if "CUDACachingAllocator" in name or "c10::cuda::" in name:
+                return "cuda"
+    return None
 
 
 def _split_workspace(
