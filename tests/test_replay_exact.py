@@ -176,3 +176,15 @@ def test_what_if_replays_run_with_invariants_holding(conf: str, snapshots: dict)
         if conf == recorded:  # the recorded conf given by name replays as exactly as the default
             assert result.fidelity().exact, result.fidelity().line()
         result.device.check_invariants()
+
+
+def test_the_inspector_shows_the_replay_fidelity() -> None:
+    from toolkit.notebook.widgets import Inspector
+    from toolkit.replay import replay_steps
+    from trace_paths import REAL_TRACE
+
+    run, snaps = replay_steps(REAL_TRACE, steps=3)
+    fidelity = run.engine_args["fidelity"]
+    assert "exact" in fidelity.lower() or "placed" in fidelity.lower()
+    insp = Inspector(run, snaps, mode="static")
+    assert fidelity in insp.state_figure(0).layout.title.text

@@ -167,6 +167,9 @@ class Inspector:
 
         sample = self._samples.get((request_index, rank))
         note = [self.run.name]
+        fidelity = self.run.engine_args.get("fidelity")  # a replay says whether it follows its recording
+        if fidelity:
+            note.append(str(fidelity))
         if snap is None:
             note.append("no allocator snapshot recorded for this request")
         if sample is not None and sample.status != "ok":
