@@ -59,6 +59,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from toolkit.workload.images import ImageGrid, image_grid
 from toolkit.workload.presets import Preset, load_preset
+from toolkit.workload.recorded.compare import scaled_preset
 from toolkit.workload.recorded.format import (
     ALLOC,
     FLAG_INPUT,
@@ -72,7 +73,10 @@ from toolkit.workload.recorded.format import (
 )
 
 ELIDE_BYTES = 256 * 1024  # float ops with outputs at least this big are not computed (sizes from meta)
-KERNEL_CLASSES = ("MMEncoderAttention", "Attention")  # attention kernel wrappers (CPU backend inside)
+# vLLM's per-platform ops: a ``CustomOp`` runs ``forward_cuda`` / ``forward_cpu`` / ``forward_native`` /
+# (vllm-ascend) ``forward_oot`` (vllm/model_executor/custom_op.py), so the temporaries inside one are the
+# platform's, not the model's. The attention layer is the kernel wrapper of the text model.
+KERNEL_BASES = ("CustomOp", "Attention")
 MAX_FRAMES = 8
 _SITE = str(Path(torch.__file__).resolve().parents[1]) + os.sep
 
@@ -101,6 +105,7 @@ class StorageRecorder(TorchDispatchMode):
         self._stack: list[tuple[str, str]] = []  # (qualified name, class name) of running modules
         self._kernel_allocs: list[set[int]] = []  # sids allocated inside each open kernel wrapper
         self._flags: dict[int, str] = {}
+        self._alive: set[int] = set()
         self._names: dict[int, str] = {}
         self._hooks: list[Any] = []
         self.recording = False
@@ -108,7 +113,9 @@ class StorageRecorder(TorchDispatchMode):
 
     # -- modules ---------------------------------------------------------------------------------------
     def attach(self, model: torch.nn.Module) -> None:
-        self._names = {id(m): n for n, m in model.named_modules()}
+        self._names = {}
+        for n, m in model.named_modules(remove_duplicate=False):  # shared modules (act_fn) have many names
+            self._names.setdefault(id(m), []).append(n)
         self._hooks = [torch.nn.modules.module.register_module_forward_pre_hook(self._pre),
                        torch.nn.modules.module.register_module_forward_hook(self._post, always_call=True)]
 
@@ -119,20 +126,24 @@ class StorageRecorder(TorchDispatchMode):
 
     def _pre(self, module: torch.nn.Module, args: Any) -> None:
         cls = type(module).__name__
-        self._stack.append((self._names.get(id(module), cls), cls))
-        if cls in KERNEL_CLASSES:
+        names = self._names.get(id(module), [cls])
+        parent = self._stack[-1][0] + "." if self._stack else ""
+        name = next((n for n in names if n.startswith(parent) and "." not in n[len(parent):]), names[0])
+        kernel = any(b.__name__ in KERNEL_BASES for b in type(module).__mro__)
+        self._stack.append((name, "kernel" if kernel else cls))
+        if kernel:
             self._kernel_allocs.append(set())
 
     def _post(self, module: torch.nn.Module, args: Any, out: Any) -> None:
         if not self._stack:
             return
         _, cls = self._stack.pop()
-        if cls in KERNEL_CLASSES and self._kernel_allocs:
+        if cls == "kernel" and self._kernel_allocs:
             inside = self._kernel_allocs.pop()
-            for sid in inside:  # still alive now: the wrapper's output; the rest died inside
-                self._flags[sid] = FLAG_KERNEL_OUT
+            for sid in inside:  # still alive now: the op's output; the rest died inside
+                self._flags[sid] = FLAG_KERNEL_OUT if sid in self._alive else FLAG_KERNEL
             if self._kernel_allocs:
-                self._kernel_allocs[-1].update(inside)
+                self._kernel_allocs[-1].update(s for s in inside if s in self._alive)
 
     # -- storages --------------------------------------------------------------------------------------
     def _frames(self) -> tuple[Frame, ...]:
@@ -149,6 +160,8 @@ class StorageRecorder(TorchDispatchMode):
     def _died(self, key: int) -> Callable[[Any], None]:
         def cb(_: Any) -> None:
             entry = self._live.pop(key, None)
+            if entry is not None:
+                self._alive.discard(entry[0])
             if entry is not None and self.recording:
                 self.events.append(StorageEvent(FREE, entry[0]))
         return cb
@@ -161,6 +174,7 @@ class StorageRecorder(TorchDispatchMode):
         sid = self._next_sid
         self._next_sid += 1
         self._live[key] = (sid, weakref.ref(st, self._died(key)))
+        self._alive.add(sid)
         if not self.recording or st.nbytes() == 0:
             return
         flag = self.pending_flag
@@ -335,21 +349,15 @@ def _model_class(preset: Preset) -> Any:
     return Qwen2_5_VLForConditionalGeneration
 
 
-def scaled_preset(preset: Preset, vision_depth: int | None = None, text_layers: int | None = None) -> Preset:
-    """The preset with fewer vision blocks / text layers (same widths): the test suite's seconds-long case.
-    DeepStack indexes beyond the new depth are dropped."""
-    from dataclasses import replace
-
-    v, t = preset.vision, preset.text
-    if vision_depth is not None:
-        v = replace(v, depth=vision_depth,
-                    deepstack_visual_indexes=tuple(i for i in v.deepstack_visual_indexes if i < vision_depth),
-                    fullatt_block_indexes=tuple(i for i in v.fullatt_block_indexes if i < vision_depth))
-    if text_layers is not None:
-        t = replace(t, num_hidden_layers=text_layers)
-    name = preset.name if (vision_depth, text_layers) == (None, None) else \
-        f"{preset.name}@v{v.depth}t{t.num_hidden_layers}"
-    return replace(preset, name=name, vision=v, text=t)
+def _neutral_gemm(model: torch.nn.Module) -> None:
+    """Every linear layer computes ``F.linear(x, weight, bias)``, the unquantized GEMM of CUDA and NPU
+    (``vllm/model_executor/layers/utils.py: default_unquantized_gemm``). On the CPU, weight loading would
+    instead repack the weights for oneDNN (``dispatch_cpu_unquantized_gemm``, same file, line 470: packed
+    copies, float32 biases): a CPU-only layout that is not recorded. vLLM itself takes this branch for
+    layers whose weight is on the meta device (line 476)."""
+    for m in model.modules():
+        if hasattr(m, "quant_method") and hasattr(m, "weight"):
+            m.cpu_linear = torch.nn.functional.linear
 
 
 def _sampling_metadata(n: int) -> Any:
@@ -392,6 +400,7 @@ class ModelUnderTest:
 
         self.weights_phase, self.model = self.rec.phase("weights", build)
         self.visual = self.model if vision_only else self.model.visual
+        _neutral_gemm(self.model)
         self.rec.attach(self.model)
         self.rec.known(list(self.model.parameters()) + list(self.model.buffers()))
         if not vision_only:
@@ -510,7 +519,7 @@ def record_request(mut: ModelUnderTest, width: int, height: int, *, phases: Sequ
             "vllm": vllm.__version__, "torch": torch.__version__, "platform": "cpu", "tp": 1,
             "dtype": p.dtype, "prompt_tokens": n_prompt, "prefill_tokens": min(n_prompt, mut.tokens),
             "visual_tokens": grid.visual_tokens, "visual_start": prefix,
-            "max_num_batched_tokens": mut.tokens, "vision_depth": p.vision.depth,
+            "max_num_batched_tokens": mut.tokens, "max_model_len": 32768, "vision_depth": p.vision.depth,
             "text_layers": p.text.num_hidden_layers, "seconds": time.perf_counter() - t0,
             "preset_base": p.name.split("@")[0]}
     return Recording(p.name, (width, height), (grid.grid_t, grid.grid_h, grid.grid_w), tuple(recorded), meta)
