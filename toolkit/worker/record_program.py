@@ -76,7 +76,9 @@ ELIDE_BYTES = 256 * 1024  # float ops with outputs at least this big are not com
 # vLLM's per-platform ops: a ``CustomOp`` runs ``forward_cuda`` / ``forward_cpu`` / ``forward_native`` /
 # (vllm-ascend) ``forward_oot`` (vllm/model_executor/custom_op.py), so the temporaries inside one are the
 # platform's, not the model's. The attention layer is the kernel wrapper of the text model.
-KERNEL_BASES = ("CustomOp", "Attention")
+# TopKTopPSampler picks forward_native / forward_cuda / forward_cpu the same way (vllm/v1/sample/ops/
+# topk_topp_sampler.py); on the CPU it calls a fused Gumbel-argmax kernel (_C.fused_gumbel_argmax).
+KERNEL_BASES = ("CustomOp", "Attention", "TopKTopPSampler")
 MAX_FRAMES = 8
 _SITE = str(Path(torch.__file__).resolve().parents[1]) + os.sep
 
