@@ -518,7 +518,7 @@ def record_request(mut: ModelUnderTest, width: int, height: int, *, phases: Sequ
     import vllm
 
     meta = {"recorder": "TorchDispatchMode+storage weakrefs, compute elided", "elide_bytes": ELIDE_BYTES,
-            "vllm": vllm.__version__, "torch": torch.__version__, "platform": "cpu", "tp": 1,
+            "vllm": str(vllm.__version__), "torch": str(torch.__version__), "platform": "cpu", "tp": 1,
             "dtype": p.dtype, "prompt_tokens": n_prompt, "prefill_tokens": min(n_prompt, mut.tokens),
             "visual_tokens": grid.visual_tokens, "visual_start": prefix,
             "max_num_batched_tokens": mut.tokens, "max_model_len": 32768, "vision_depth": p.vision.depth,

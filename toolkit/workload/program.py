@@ -435,13 +435,21 @@ def _qwen3_pos_embed(b: _Builder, s: Shapes, S: int) -> int:
     place), ``sum(dim=0)``, a permuted ``reshape`` copy; then ``torch.cat(outputs)`` (qwen3_vl.py:763).
     Returns the concatenated embeddings, which ``encoder_metadata`` holds until the tower returns."""
     db = s.db
-    idx = b.alloc(4 * S * INT64, "vis.pos.idx")
-    wts = b.alloc(4 * S * db, "vis.pos.weights")
+    # bilinear weights on the h x w grid, float32 (qwen3_vl.py:348-351); ``1 - dh_grid`` is a temporary
+    grid_w = [b.alloc(S * FP32, f"vis.pos.w{k}") for k in ("11", "10", "01")]
+    one_minus = b.alloc(S * FP32, "vis.pos.one_minus_dh")
+    grid_w.append(b.alloc(S * FP32, "vis.pos.w00"))
+    b.free(one_minus)
+    ints = [b.alloc(4 * S * INT64, f"vis.pos.{n}") for n in ("h_grid", "w_grid", "h_grid_idx", "idx")]
+    wts32 = b.alloc(4 * S * FP32, "vis.pos.weights_fp32")  # torch.stack(...) (qwen3_vl.py:358)
+    wts = b.alloc(4 * S * db, "vis.pos.weights")  # .to(dtype) rebinds it (qwen3_vl.py:359)
+    b.free(wts32)
+    idx = ints.pop()
     gathered = b.alloc(4 * S * s.vH * db, "vis.pos.gathered")  # embeds *= weights: in place
     acc = b.alloc(S * s.vH * db, "vis.pos.sum")
     perm = b.alloc(S * s.vH * db, "vis.pos.permuted")  # permute(...).reshape copies
     b.free(acc)
-    b.free(gathered, idx, wts)  # the function returns
+    b.free(gathered, idx, wts, *ints, *grid_w)  # the function returns
     pos = b.alloc(S * s.vH * db, "vis.pos.cat")
     b.free(perm)
     return pos

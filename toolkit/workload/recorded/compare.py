@@ -183,3 +183,27 @@ def compare_recording(rec: Recording, *, phases: Sequence[str] | None = None, co
                                     image=rec.image, phase=ph.name, confs=confs, platform=platform,
                                     cpu_specific_allocs=dropped))
     return out
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def markdown_table(comparisons: Sequence[PhaseComparison]) -> str:
+    """The comparison as a Markdown table (MiB; simulated NPU figures labelled)."""
+    head = ("| preset | image | phase | allocs hand / rec | peak live MiB hand / rec | end live MiB hand / rec "
+            "| unmatched MiB | sim. NPU peak reserved MiB default hand / rec | segments hand / rec "
+            "| sim. NPU peak reserved MiB expandable hand / rec |")
+    lines = [head, "|" + "---|" * 10]
+    for c in comparisons:
+        d = c.sim.get("", (SimFigures(0, 0), SimFigures(0, 0)))
+        e = c.sim.get("expandable_segments:True", (SimFigures(0, 0), SimFigures(0, 0)))
+        img = "x".join(map(str, c.image)) if c.image else ""
+        lines.append(
+            f"| {c.preset} | {img} | {c.phase} | {c.hand_allocs} / {c.recorded_allocs} "
+            f"| {_mib(c.hand_peak_bytes)} / {_mib(c.recorded_peak_bytes)} "
+            f"| {_mib(c.hand_end_bytes)} / {_mib(c.recorded_end_bytes)} | {_mib(c.unmatched_bytes)} "
+            f"| {_mib(d[0].peak_reserved_bytes)} / {_mib(d[1].peak_reserved_bytes)} "
+            f"| {d[0].segments_created} / {d[1].segments_created} "
+            f"| {_mib(e[0].peak_reserved_bytes)} / {_mib(e[1].peak_reserved_bytes)} |")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ source lines. Storages flagged CPU-specific (``format.FLAG_KERNEL``) are left ou
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ def recording_to_snapshot(rec: Recording, *, phases: tuple[str, ...] | None = No
                 a, n, frames = addr.pop(e.sid)
                 for action in ("free_requested", "free_completed"):
                     trace.append({"action": action, "addr": a, "size": n, "stream": 0, "frames": frames})
-    return {"segments": [], "device_traces": [trace],
-            "recorded_program": {"preset": rec.preset, "image": rec.image, "grid": rec.grid, **rec.meta}}
+    # plain data only (the snapshot loader refuses anything else): a JSON round trip of the metadata
+    meta = json.loads(json.dumps({"preset": rec.preset, "image": rec.image, "grid": rec.grid, **rec.meta},
+                                 default=str))
+    return {"segments": [], "device_traces": [trace], "recorded_program": meta}
 
 
 def write_recording_snapshot(rec: Recording, path: str | os.PathLike[str], **kw: Any) -> Path:
