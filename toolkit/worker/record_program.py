@@ -62,6 +62,7 @@ from toolkit.workload.presets import Preset, load_preset
 from toolkit.workload.recorded.compare import scaled_preset
 from toolkit.workload.recorded.format import (
     ALLOC,
+    FLAG_CACHED,
     FLAG_INPUT,
     FLAG_KERNEL,
     FLAG_KERNEL_OUT,
@@ -217,6 +218,13 @@ class StorageRecorder(TorchDispatchMode):
         allocated = {e.sid for e in events if e.kind == ALLOC}
         freed = {e.sid for e in events if e.kind == FREE}
         kept = tuple(sorted(allocated - freed))
+        if not isinstance(result, torch.nn.Module):  # weights: everything alive is kept
+            reach = {self.sid_of(t) for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor)
+                     and t.untyped_storage()._cdata in self._live}
+            stay = set(kept) - reach  # alive in module caches, not in the result
+            events = tuple(StorageEvent(e.kind, e.sid, e.nbytes, e.dtype, e.shape, e.op, e.module, e.frames,
+                                        FLAG_CACHED) if e.kind == ALLOC and e.sid in stay else e for e in events)
+            kept = tuple(sorted(reach & set(kept)))
         return RecordedPhase(name, events, kept, seconds), result
 
     # -- dispatch --------------------------------------------------------------------------------------

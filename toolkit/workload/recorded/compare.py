@@ -3,7 +3,7 @@
 Per preset, image and phase: number of allocations, the multiset of sizes (unmatched bytes and the sizes
 that differ most), peak live bytes, bytes live at the phase's end, and both programs replayed on
 ``toolkit.sim.SimDevice`` (default conf and ``expandable_segments:True``): peak reserved and segments
-created. The recorded side drops CPU-specific storages (``format.FLAG_KERNEL``) unless asked not to.
+created. The recorded side drops CPU-specific and cached storages (``format.DROPPED``) unless asked not to.
 Simulated figures are labelled so wherever they are shown.
 """
 

@@ -7,13 +7,13 @@ created in and the vLLM source lines on the Python stack. It is plain data (JSON
 the pure layers read it without torch; ``to_program`` turns a phase into the same ``Program`` the
 hand-written model (``toolkit.workload.program``) produces, so the simulator replays either one.
 
-CPU-specific storages: an allocation made inside an attention *kernel wrapper* (vLLM's
-``MMEncoderAttention`` for the vision tower, ``Attention`` for the text model) belongs to the backend the
-CPU platform selected (``TORCH_SDPA`` / the CPU attention backend), not to the model code: on an NPU
-vllm-ascend replaces the wrapper and its temporaries are different (or kernel workspaces, outside the
-caching allocator). The recorder flags them ``kernel`` (freed before the wrapper returned) or
-``kernel_out`` (the wrapper's returned output, which every backend allocates). ``to_program`` drops
-``kernel`` events unless ``cpu_specific=True``; those are what differs between a CPU run and an NPU one.
+CPU-specific storages: an allocation made inside a per-platform op (a vLLM ``CustomOp`` such as
+``MMEncoderAttention``, ``ApplyRotaryEmb``, ``RMSNorm``; the text ``Attention`` layer; ``TopKTopPSampler``)
+belongs to the implementation the CPU platform selected (``forward_cpu`` / ``forward_native``), not to the
+model code: on an NPU vllm-ascend's ``forward_oot`` runs instead and its temporaries differ (or are kernel
+workspaces, outside the caching allocator). The recorder flags them ``kernel`` (freed before the op
+returned) or ``kernel_out`` (the op's output, which every implementation allocates). ``to_program`` drops
+``kernel`` (and ``cached``) events unless ``cpu_specific=True``; see docs/recorded-programs.md.
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ from toolkit.workload.program import OP_ALLOC, OP_FREE, Program
 FORMAT_VERSION = 1
 ALLOC, FREE = "alloc", "free"
 # Flags of an allocation (see the module docstring).
-FLAG_KERNEL = "kernel"  # inside an attention kernel wrapper, dead when it returned: CPU backend specific
-FLAG_KERNEL_OUT = "kernel_out"  # the kernel wrapper's output (alive after it returned)
+FLAG_KERNEL = "kernel"  # made and freed inside a per-platform op: the CPU implementation's temporary
+FLAG_KERNEL_OUT = "kernel_out"  # the per-platform op's output (alive after it returned)
 FLAG_INPUT = "input"  # an input the model runner moves to the device (pixel values, ids, positions)
+# left alive by the phase outside its result, in a module cache (Qwen3-VL's ``_rot_pos_ids_cache`` of host
+# position ids, ``_cached_tensor``): made once per shape, not per request, so not part of a request's program
+FLAG_CACHED = "cached"
+DROPPED = (FLAG_KERNEL, FLAG_CACHED)
 
 
 class RecordingError(ToolkitError, ValueError):
@@ -74,17 +78,18 @@ class RecordedPhase:
     seconds: float = 0.0  # wall time of the recorded call
 
     def allocs(self, cpu_specific: bool = True) -> list[StorageEvent]:
-        return [e for e in self.events if e.kind == ALLOC and (cpu_specific or e.flag != FLAG_KERNEL)]
+        return [e for e in self.events if e.kind == ALLOC and (cpu_specific or e.flag not in DROPPED)]
 
     def to_program(self, cpu_specific: bool = False) -> Program:
         """The phase as a simulator ``Program`` (slots in allocation order); ``cpu_specific=False`` drops
-        the storages that live and die inside an attention kernel wrapper (see the module docstring)."""
+        the storages that live and die inside a per-platform op and those left in module caches (see the
+        module docstring)."""
         slots: dict[int, int] = {}
         ops: list[tuple[int, int, int]] = []
         labels: list[str] = []
         for e in self.events:
             if e.kind == ALLOC:
-                if e.nbytes == 0 or (not cpu_specific and e.flag == FLAG_KERNEL):
+                if e.nbytes == 0 or (not cpu_specific and e.flag in DROPPED):
                     continue
                 slots[e.sid] = len(labels)
                 labels.append(f"{e.module}:{e.op}" if e.module else e.op)

@@ -7,7 +7,7 @@ of these requests is the simulator's job (``toolkit.replay.replay(snapshot, prof
 Addresses are synthetic and never reused (512-byte aligned, the caching allocator's smallest rounding),
 so each storage is one address. Frames, innermost first: a first frame naming the phase, the module and
 the op (``filename="<encoder> visual.blocks.0.attn.qkv"``, ``name="aten.mm.default"``), then the vLLM
-source lines. Storages flagged CPU-specific (``format.FLAG_KERNEL``) are left out unless
+source lines. Storages flagged CPU-specific or cached (``format.DROPPED``) are left out unless
 ``cpu_specific=True``.
 """
 
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from toolkit.workload.recorded.format import ALLOC, FLAG_KERNEL, Recording
+from toolkit.workload.recorded.format import ALLOC, DROPPED, Recording
 
 BASE_ADDRESS = 0x7F0000000000
 _ALIGN = 512
@@ -35,7 +35,7 @@ def recording_to_snapshot(rec: Recording, *, phases: tuple[str, ...] | None = No
         addr: dict[int, tuple[int, int, list[dict[str, Any]]]] = {}
         for e in ph.events:
             if e.kind == ALLOC:
-                if e.nbytes == 0 or (e.flag == FLAG_KERNEL and not cpu_specific):
+                if e.nbytes == 0 or (e.flag in DROPPED and not cpu_specific):
                     continue
                 frames = [{"filename": f"<{ph.name}> {e.module}", "line": 0,
                            "name": f"{e.op} {e.dtype}{list(e.shape)}"}]
