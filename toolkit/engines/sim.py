@@ -134,6 +134,11 @@ class SimEngine:
         run_dir: where ``run_images`` writes run files (``<name>.jsonl``); None: runs stay in memory
             unless ``run_images(run_path=...)`` is given.
         workspace: NPU workspace sizes per operator call (uncalibrated: zero by default).
+        program: ``"hand"`` (``toolkit.workload.program``) or ``"recorded"``: encoder programs (and the
+            prefill of the recorded chunk, and the decode step) measured from vLLM's model code, read from
+            ``recordings`` (``toolkit.workload.recorded``, docs/recorded-programs.md); other phases and
+            prefill chunks without a recording stay hand-written.
+        recordings: the folder of recordings for ``program="recorded"``.
     """
 
     backend = "sim"
@@ -165,6 +170,8 @@ class SimEngine:
         decode_steady_state: bool = True,
         run_dir: str | os.PathLike[str] | None = None,
         name: str | None = None,
+        program: Literal["hand", "recorded"] = "hand",
+        recordings: str | os.PathLike[str] | None = None,
     ) -> None:
         from toolkit.sim.device import SimDevice  # deferred: the simulator is only needed here
 
@@ -199,12 +206,28 @@ class SimEngine:
             self.device.set_per_process_memory_fraction(memory_fraction)
         self.capacity_bytes = self.device.capacity_bytes
         self._programs: dict[tuple[Any, ...], Program] = {}
-        self._decode = decode_program(self.preset, self.args, 1, self.workspace_policy)
+        self._recorded = self._recorded_programs(program, recordings)
+        self._decode = (self._recorded.decode() if self._recorded else None) or \
+            decode_program(self.preset, self.args, 1, self.workspace_policy)
         self._encoder_cache_addr: dict[str, int] = {}
         self._next_index = 0
         self._dead: str | None = None
         self.startup_log: list[str] = []
         self.budget: KvBudget = self._start()
+
+    def _recorded_programs(self, program: str, recordings: Any) -> Any:
+        if program == "hand":
+            return None
+        if program != "recorded" or recordings is None:
+            raise EngineError(f"program must be 'hand' or 'recorded' (with recordings=FOLDER), got {program!r}")
+        from toolkit.workload.recorded.library import RecordedPrograms
+
+        if self.args.tp != 1:
+            raise EngineError("recorded programs are TP 1 (see docs/recorded-programs.md for TP 2)")
+        try:
+            return RecordedPrograms(recordings, self.preset.name)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
 
     # -- conf ------------------------------------------------------------------------------------------
     @staticmethod
@@ -399,8 +422,9 @@ class SimEngine:
             start = 0
             for chunk in prefill_chunks(n_prompt, r.args.max_num_batched_tokens):
                 vis = max(0, min(start + chunk, prefix + visual) - max(start, prefix)) if grid else 0
-                prog = self._program(("prefill", chunk, vis),
-                                     lambda c=chunk, v=vis: prefill_program(p, r, c, v, self.workspace_policy))
+                rec = self._recorded.prefill(grid, chunk) if self._recorded and vis == visual else None
+                prog = rec or self._program(("prefill", chunk, vis),
+                                            lambda c=chunk, v=vis: prefill_program(p, r, c, v, self.workspace_policy))
                 self._run(prog)
                 start += chunk
             self._decode_steps(n_out - 1)
@@ -421,8 +445,14 @@ class SimEngine:
             self.device.free(self._encoder_cache_addr.pop(old))
         if key in self._encoder_cache_addr:
             return  # cache hit: vLLM does not run the encoder again
-        prog = self._program(("encoder", grid.resized_key),
-                             lambda: encoder_program(self.preset, self.args, [grid], self.workspace_policy))
+        if self._recorded is not None:
+            try:
+                prog = self._recorded.encoder(grid)
+            except ValueError as exc:
+                raise EngineError(str(exc)) from None
+        else:
+            prog = self._program(("encoder", grid.resized_key),
+                                 lambda: encoder_program(self.preset, self.args, [grid], self.workspace_policy))
         addrs = self._run(prog)
         self._encoder_cache_addr[key] = addrs[prog.kept_label("encoder_output")]
 

@@ -313,6 +313,12 @@ def weights_program(preset: Preset, r: ResolvedArgs) -> Program:
     device, then weights loaded in place). All kept."""
     b = _Builder("weights")
     kept = [b.alloc(n * r.dtype_bytes, name) for name, n, _ in weight_tensors(preset, r)]
+    if preset.text.tie_word_embeddings:
+        # qwen3.py:307-314 / qwen2.py:480-487: ParallelLMHead(...) allocates its own weight on the device,
+        # then tie_weights() rebinds it to embed_tokens.weight and the first one is freed (measured:
+        # docs/recorded-programs.md). The block stays cached in the allocator until empty_cache().
+        s = shapes(preset, r)
+        b.free(b.alloc(s.Vr * preset.text.hidden_size * r.dtype_bytes, "lm_head.weight (untied, freed)"))
     return b.build(kept)
 
 
@@ -363,55 +369,102 @@ def kv_cache_program(preset: Preset, r: ResolvedArgs, num_blocks: int) -> Progra
 
 
 def _vision_block(b: _Builder, s: Shapes, x: int, S: int) -> int:
+    """One vision block; ``x`` (the caller's ``hidden_states``) lives until the block returns.
+
+    Lifetimes measured by the recorder (``docs/recorded-programs.md``) and read in vLLM 0.32:
+    ``self.attn(self.norm1(x), ...)`` keeps the normed input alive until the attention returns (it is the
+    call's argument; rebinding ``x`` inside the callee frees nothing) (qwen3_vl.py:496, qwen2_5_vl.py:520);
+    inside ``Qwen2_5_VisionAttention.forward`` (qwen2_5_vl.py:415-466) ``qkv``, the contiguous q/k
+    (``qk_reshaped``) and the rotated q/k stay bound until it returns, and the context
+    ``rearrange(..., "b s h d -> s b (h d)").contiguous()`` is a view for the one-sequence batch
+    (``b == 1``): no copy.
+    """
     db = s.db
     n1 = b.alloc(S * s.vH * db, "vis.norm1")
     qkv = b.alloc(S * s.vqkv * db, "vis.qkv")
-    b.free(n1)  # the attention's argument is rebound by `x, _ = self.qkv(x)`
-    qk = b.alloc(S * 2 * s.vctx * db, "vis.qk_contiguous")  # rearrange of the strided q/k part
-    qk_rot = b.alloc(S * 2 * s.vctx * db, "vis.qk_rotary")
-    b.free(qk)
+    qk = b.alloc(S * 2 * s.vctx * db, "vis.qk_contiguous")  # qwen2_5_vl.py:438 qk_reshaped.contiguous()
+    qk_rot = b.alloc(S * 2 * s.vctx * db, "vis.qk_rotary")  # ApplyRotaryEmb output (a CustomOp)
     b.workspace(S * s.workspace.vision_attention_bytes_per_patch)
-    ctx = b.alloc(S * s.vctx * db, "vis.attn_out")
-    ctx2 = b.alloc(S * s.vctx * db, "vis.context_contiguous")
-    b.free(ctx)
+    ctx = b.alloc(S * s.vctx * db, "vis.attn_out")  # MMEncoderAttention output
     proj = b.alloc(S * s.vH * db, "vis.proj")  # row parallel, all-reduced in place
-    b.free(ctx2, qk_rot, qkv)  # attention frame returns
-    x2 = b.alloc(S * s.vH * db, "vis.residual1")
-    b.free(proj, x)
-    n2 = b.alloc(S * s.vH * db, "vis.norm2")
+    b.free(qkv, qk, qk_rot, ctx)  # the attention returns
+    b.free(n1)  # its argument dies with the call
     if s.gated_vision_mlp:
+        # Qwen2.5-VL (qwen2_5_vl.py:528-530): x_fused_norm, residual = self.norm2(x, residual=x_attn);
+        # x = residual + self.mlp(x_fused_norm); the fused add-norm returns two new tensors
+        n2 = b.alloc(S * s.vH * db, "vis.norm2")
+        res = b.alloc(S * s.vH * db, "vis.residual1")
         gu = b.alloc(S * 2 * s.vI * db, "vis.gate_up")
-        b.free(n2)
         act = b.alloc(S * s.vI * db, "vis.act")
-        b.free(gu)
-    else:
-        fc1 = b.alloc(S * s.vI * db, "vis.fc1")
-        b.free(n2)
-        act = b.alloc(S * s.vI * db, "vis.act")
-        b.free(fc1)
+        down = b.alloc(S * s.vH * db, "vis.down")
+        b.free(act, gu)  # Qwen2_5_VisionMLP.forward returns (qwen2_5_vl.py:346-350)
+        out = b.alloc(S * s.vH * db, "vis.residual2")
+        b.free(down, proj, n2, res, x)  # the block returns
+        return out
+    # Qwen3-VL (qwen3_vl.py:496-506): x = x + self.attn(...); x = x + self.mlp(self.norm2(x))
+    x2 = b.alloc(S * s.vH * db, "vis.residual1")
+    b.free(proj)
+    n2 = b.alloc(S * s.vH * db, "vis.norm2")
+    fc1 = b.alloc(S * s.vI * db, "vis.fc1")
+    act = b.alloc(S * s.vI * db, "vis.act")
+    b.free(fc1)  # linear_fc2(act_fn(linear_fc1(x))): the inner temporary dies once act_fn returned
     fc2 = b.alloc(S * s.vH * db, "vis.fc2")
     b.free(act)
+    b.free(n2)  # the MLP's argument dies with the call
     x3 = b.alloc(S * s.vH * db, "vis.residual2")
-    b.free(fc2, x2)
+    b.free(fc2, x2, x)  # the block returns: the caller's hidden_states is rebound
     return x3
 
 
 def _merger(b: _Builder, s: Shapes, S: int, postshuffle: bool, label: str) -> int:
+    """``Qwen3_VisionPatchMerger.forward`` (qwen3_vl.py:549-557): ``x = self.norm(...)`` and
+    ``x_parallel`` (the activation) stay bound until it returns; the fc1 output dies when rebound."""
     db, tokens, m2H = s.db, S // s.m2, s.vH * s.m2
     norm = b.alloc((tokens * m2H if postshuffle else S * s.vH) * db, f"{label}.norm")
     fc1 = b.alloc(tokens * m2H // s.tp * db, f"{label}.fc1")
-    b.free(norm)
     act = b.alloc(tokens * m2H // s.tp * db, f"{label}.act")
     b.free(fc1)
     out = b.alloc(tokens * s.out * db, f"{label}.fc2")
-    b.free(act)
+    b.free(norm, act)
     return out
+
+
+def _qwen3_pos_embed(b: _Builder, s: Shapes, S: int) -> int:
+    """Interpolated learned position embeddings, vLLM 0.32 ``pos_embed_interpolate_native``
+    (qwen3_vl.py:301-366): index and weight grids, ``embed_weight[indices]`` (4 taps, weighted in
+    place), ``sum(dim=0)``, a permuted ``reshape`` copy; then ``torch.cat(outputs)`` (qwen3_vl.py:763).
+    Returns the concatenated embeddings, which ``encoder_metadata`` holds until the tower returns."""
+    db = s.db
+    # bilinear weights on the h x w grid, float32 (qwen3_vl.py:348-351); ``1 - dh_grid`` is a temporary
+    grid_w = [b.alloc(S * FP32, f"vis.pos.w{k}") for k in ("11", "10", "01")]
+    one_minus = b.alloc(S * FP32, "vis.pos.one_minus_dh")
+    grid_w.append(b.alloc(S * FP32, "vis.pos.w00"))
+    b.free(one_minus)
+    ints = [b.alloc(4 * S * INT64, f"vis.pos.{n}") for n in ("h_grid", "w_grid", "h_grid_idx", "idx")]
+    wts32 = b.alloc(4 * S * FP32, "vis.pos.weights_fp32")  # torch.stack(...) (qwen3_vl.py:358)
+    wts = b.alloc(4 * S * db, "vis.pos.weights")  # .to(dtype) rebinds it (qwen3_vl.py:359)
+    b.free(wts32)
+    idx = ints.pop()
+    gathered = b.alloc(4 * S * s.vH * db, "vis.pos.gathered")  # embeds *= weights: in place
+    acc = b.alloc(S * s.vH * db, "vis.pos.sum")
+    perm = b.alloc(S * s.vH * db, "vis.pos.permuted")  # permute(...).reshape copies
+    b.free(acc)
+    b.free(gathered, idx, wts, *ints, *grid_w)  # the function returns
+    pos = b.alloc(S * s.vH * db, "vis.pos.cat")
+    b.free(perm)
+    return pos
 
 
 def vision_encoder(b: _Builder, s: Shapes, preset: Preset, grids: Sequence[ImageGrid]) -> int:
     """Encode a batch of images; returns the slot of the encoder output (kept by the encoder cache).
 
-    All temporaries, including the pixel values, are freed before returning.
+    All temporaries, including the pixel values, are freed before returning. Order as vLLM 0.32 runs it
+    and the recorder measured (``docs/recorded-programs.md``): the float32 pixel values reach the device
+    (``group_and_batch_mm_kwargs(..., device=...)``) and live until ``embed_multimodal`` returns; the
+    tower casts them to the model dtype and drops the copy at ``hidden_states = self.patch_embed(...)``
+    (qwen3_vl.py:866-869, qwen2_5_vl.py:1089-1090); ``prepare_encoder_metadata`` builds the position
+    embeddings, the rotary cos/sin gathered from the model-dtype ``cos_sin_cache`` (qwen3_vl.py:739-740)
+    and ``cu_seqlens``, all held in ``encoder_metadata`` until the tower returns.
     """
     v = preset.vision
     S = sum(g.num_patches for g in grids)
@@ -420,32 +473,19 @@ def vision_encoder(b: _Builder, s: Shapes, preset: Preset, grids: Sequence[Image
     patch_dim = grids[0].patch_dim
     px32 = b.alloc(S * patch_dim * FP32, "pixel_values.fp32")  # mm_kwargs moved to the device
     thw = b.alloc(n * 3 * INT64, "image_grid_thw")
-    px = b.alloc(S * patch_dim * db, "pixel_values")  # .type(visual.dtype), held by the caller
+    px = b.alloc(S * patch_dim * db, "pixel_values")  # input_norm: .to(visual dtype)
     h = b.alloc(S * s.vH * db, "vis.patch_embed")
-    if v.num_position_embeddings:  # Qwen3-VL: fast_pos_embed_interpolate, 4 bilinear taps
-        idx = b.alloc(4 * S * INT64, "vis.pos.idx")
-        wts = b.alloc(4 * S * db, "vis.pos.weights")
-        gathered = b.alloc(4 * S * s.vH * db, "vis.pos.gathered")
-        weighted = b.alloc(4 * S * s.vH * db, "vis.pos.weighted")
-        b.free(gathered)
-        acc = b.alloc(S * s.vH * db, "vis.pos.sum")
-        for k in range(2):
-            nxt = b.alloc(S * s.vH * db, f"vis.pos.sum{k + 2}")
-            b.free(acc)
-            acc = nxt
-        b.free(weighted, idx, wts)
-        perm = b.alloc(S * s.vH * db, "vis.pos.permuted")
-        b.free(acc)
-        pos = b.alloc(S * s.vH * db, "vis.pos.cat")
-        b.free(perm)
-        h2 = b.alloc(S * s.vH * db, "vis.embed_plus_pos")
-        b.free(h, pos)
-        h = h2
-    pos_ids = b.alloc(S * 2 * INT64, "vis.rot.pos_ids")
-    cos = b.alloc(S * (s.vhd // 2) * FP32, "vis.rot.cos")
-    sin = b.alloc(S * (s.vhd // 2) * FP32, "vis.rot.sin")
+    b.free(px)
+    pos = _qwen3_pos_embed(b, s, S) if v.num_position_embeddings else -1
+    pos_ids = b.alloc(S * 2 * INT64, "vis.rot.pos_ids")  # .to(device) of the pinned host ids
+    cos = b.alloc(S * (s.vhd // 2) * db, "vis.rot.cos")  # cos[pos_ids]: model dtype
+    sin = b.alloc(S * (s.vhd // 2) * db, "vis.rot.sin")
     b.free(pos_ids)
     cu = b.alloc((n + 1) * INT32, "vis.cu_seqlens")
+    if pos != -1:
+        h2 = b.alloc(S * s.vH * db, "vis.embed_plus_pos")  # qwen3_vl.py:882
+        b.free(h)
+        h = h2
     window = v.window_size > 0
     if window:  # Qwen2.5-VL: reorder patches (and rotary) into attention windows
         widx = b.alloc(S // s.m2 * INT64, "vis.window_index")
@@ -453,8 +493,8 @@ def vision_encoder(b: _Builder, s: Shapes, preset: Preset, grids: Sequence[Image
         h2 = b.alloc(S * s.vH * db, "vis.window_reorder")
         b.free(h)
         h = h2
-        cos2 = b.alloc(S * (s.vhd // 2) * FP32, "vis.rot.cos_reorder")
-        sin2 = b.alloc(S * (s.vhd // 2) * FP32, "vis.rot.sin_reorder")
+        cos2 = b.alloc(S * (s.vhd // 2) * db, "vis.rot.cos_reorder")
+        sin2 = b.alloc(S * (s.vhd // 2) * db, "vis.rot.sin_reorder")
         b.free(cos, sin)
         cos, sin = cos2, sin2
     deep: list[int] = []
@@ -470,11 +510,13 @@ def vision_encoder(b: _Builder, s: Shapes, preset: Preset, grids: Sequence[Image
         merged = back
     if deep:
         out = b.alloc(S // s.m2 * s.out * (1 + len(deep)) * db, "encoder_output")
-        b.free(merged, *deep)
+        b.free(merged)
+        b.free(cos, sin, cu, pos, *deep)  # the tower returns: encoder_metadata and the features die
     else:
         out = merged
         b.labels[out] = "encoder_output"
-    b.free(cos, sin, cu, px, thw, px32)
+        b.free(cos, sin, cu)
+    b.free(px32, thw)  # embed_multimodal returns
     return out
 
 
@@ -493,6 +535,10 @@ def _lm_forward(b: _Builder, s: Shapes, T: int) -> int:
             b.free(slot)
 
     for layer in range(s.L):
+        # The model's loop ``hidden_states, residual = layer(positions, hidden_states, residual)``
+        # (qwen3_vl.py:1868-1873, qwen2.py) keeps the previous layer's outputs alive until this layer
+        # returns: they are the call's arguments (measured, docs/recorded-programs.md).
+        prev = (hidden, residual)
         # input_layernorm
         if layer == 0:
             residual = hidden
@@ -500,26 +546,22 @@ def _lm_forward(b: _Builder, s: Shapes, T: int) -> int:
         elif s.inplace_norm_rope:
             pass
         else:  # torch_npu.npu_add_rms_norm returns (x, rstd, x + residual)
-            nh = b.alloc(T * H * db, "lm.input_norm")
-            nr = b.alloc(T * H * db, "lm.residual")
-            drop(hidden)
-            drop(residual)
-            hidden, residual = nh, nr
-        # self attention
+            hidden = b.alloc(T * H * db, "lm.input_norm")
+            residual = b.alloc(T * H * db, "lm.residual")
+        # self attention (qwen3.py:156-173): q_by_head / k_by_head stay bound until it returns
         qkv = b.alloc(T * (s.q + 2 * s.kv) * db, "lm.qkv")
         q = k = -1
         if s.qk_norm:
             q = b.alloc(T * s.q * db, "lm.q_norm")
             k = b.alloc(T * s.kv * db, "lm.k_norm")
+        q2 = k2 = -1
         if not s.inplace_norm_rope:  # npu_mrope returns new q and k
             q2 = b.alloc(T * s.q * db, "lm.q_rope")
             k2 = b.alloc(T * s.kv * db, "lm.k_rope")
-            b.free(q, k)
-            q, k = q2, k2
         b.workspace(T * s.workspace.text_attention_bytes_per_token)
         attn = b.alloc(T * s.q * db, "lm.attn_out")
         o = b.alloc(T * H * db, "lm.o_proj")  # all-reduced in place
-        b.free(attn, q, k, qkv)
+        b.free(q2, k2, qkv, q, k, attn)
         drop(hidden)  # the normed input, held by the layer until self_attn returned
         hidden = o
         # post_attention_layernorm (fused add)
@@ -527,16 +569,19 @@ def _lm_forward(b: _Builder, s: Shapes, T: int) -> int:
             nh = b.alloc(T * H * db, "lm.post_norm")
             nr = b.alloc(T * H * db, "lm.residual")
             drop(hidden)
-            drop(residual)
+            if layer > 0:
+                drop(residual)  # this layer's input-norm residual, rebound
             hidden, residual = nh, nr
-        # MLP
+        # MLP (qwen2.py:111-115): gate_up stays bound until the MLP returns
         gu = b.alloc(T * 2 * s.I * db, "lm.gate_up")
         act = b.alloc(T * s.I * db, "lm.act")
-        b.free(gu)
         down = b.alloc(T * H * db, "lm.down")  # all-reduced in place
-        b.free(act)
+        b.free(act, gu)
         drop(hidden)
         hidden = down
+        if layer > 0 and not s.inplace_norm_rope:
+            drop(prev[0])  # the layer returned: the previous outputs are rebound
+            drop(prev[1])
         if layer < s.D:  # Qwen3-VL DeepStack: hidden_states = hidden_states + deepstack_input_embeds[i]
             added = b.alloc(T * H * db, "lm.deepstack_add")
             drop(hidden)
@@ -573,6 +618,13 @@ def _sample(b: _Builder, s: Shapes, n: int) -> tuple[int, ...]:
 
 
 def _embed_text(b: _Builder, s: Shapes, T: int) -> int:
+    """``VocabParallelEmbedding.forward`` (vocab_parallel_embedding.py:522-547): at TP 1 the ids are cast
+    to int64 for the lookup; sharded, the ids are masked to the rank's vocabulary range."""
+    if s.tp == 1:
+        ids = b.alloc(T * INT64, "embed.ids_long")
+        emb = b.alloc(T * s.H * s.db, "embed.tokens")
+        b.free(ids)
+        return emb
     masked = b.alloc(T * INT64, "embed.masked_ids")
     mask = b.alloc(T, "embed.mask")
     emb = b.alloc(T * s.H * s.db, "embed.tokens")  # all-reduced in place
@@ -601,16 +653,16 @@ def prefill_program(preset: Preset, r: ResolvedArgs, tokens: int, visual_tokens:
     emb = _embed_text(b, s, T)
     if Vt:
         ismm = b.alloc(T, "embed.is_multimodal")
-        if s.D:  # _compute_deepstack_embeds
+        if s.D:  # _compute_deepstack_embeds (qwen3_vl.py:3083-3122), vLLM 0.32
             cat = b.alloc(Vt * s.out * (1 + s.D) * db, "embed.mm_cat")
-            zeros = b.alloc(T * s.D * s.H * db, "embed.deepstack_zeros")
-            flat = b.alloc(Vt * s.D * s.out * db, "embed.deepstack_flat")
-            b.free(flat)  # masked_scatter_ done
-            perm = b.alloc(s.D * T * s.H * db, "embed.deepstack_permuted")
-            b.free(zeros)
+            zeros = b.alloc(T * s.D * s.H * db, "embed.deepstack_zeros")  # new_zeros
+            flat = b.alloc(Vt * s.D * s.out * db, "embed.deepstack_flat")  # _flatten_embeddings: cat
+            b.free(flat)  # inputs_embeds[is_multimodal] = ... done (models/utils.py:738)
             main_flat = b.alloc(Vt * s.out * db, "embed.mm_flat")
-            b.free(main_flat)  # masked_scatter_ into the text embeddings
-            b.free(perm, cat)  # copied into the model's DeepStack buffers; embed_input_ids returns
+            b.free(main_flat)  # merged into the text embeddings
+            # the permuted view is copied into the model's DeepStack buffers (qwen3_vl.py:2103-2106, no
+            # allocation); embed_input_ids returns
+            b.free(cat, zeros)
         else:
             flat = b.alloc(Vt * s.out * db, "embed.mm_flat")
             b.free(flat)
