@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import EngineError
+from toolkit.core.errors import EngineError
 from toolkit.replay import replay
 from toolkit.snapshot import load_snapshot
 from toolkit.workload.engine_args import EngineArgs
 from toolkit.workload.images import image_grid
 from toolkit.workload.presets import load_preset
-from toolkit.workload.program import OP_ALLOC, OP_FREE, Program, decode_program, encoder_program, prefill_program
+from toolkit.workload.program import OP_ALLOC, OP_FREE, Program, decode_program, encoder_program
 from toolkit.workload.recorded import Recording, RecordedPhase, StorageEvent, load_recording, save_recording
 from toolkit.workload.recorded.compare import compare_programs, compare_recording, simulate
 from toolkit.workload.recorded.format import FLAG_KERNEL, RecordingError

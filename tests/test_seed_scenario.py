@@ -2,26 +2,27 @@
 
 Qwen3-VL-8B-Instruct, tp=2, max_model_len 65536, max_num_seqs 8, max_num_batched_tokens 32768,
 gpu_memory_utilization 0.95, 64 GiB NPUs, 300 seeded photos of mixed sizes, max_tokens 1024.
-What the model shows (per rank; deterministic):
+What the model shows (per rank; deterministic; simulated, with the Ascend driver layer beneath the NPU allocator
+and the hand-written programs as checked against vLLM's own code, docs/recorded-programs.md):
 
-    conf                                 served  OOM  peak reserved  peak non-torch  peak used  max inactive split  retries
-    default                              300/300  -   61.90 GiB      1.29 GiB        63.19 GiB  1.60 GiB            0
-    expandable_segments:True             300/300  -   60.24 GiB      1.29 GiB        61.54 GiB  0 B                 0
-    max_split_size_mb:256                300/300  -   62.71 GiB      1.29 GiB        64.00 GiB  768 MiB             2
-    garbage_collection_threshold:0.8 +f  300/300  -   60.89 GiB      1.29 GiB        62.18 GiB  1.85 GiB            0
+    conf                         served  OOM  peak reserved  peak non-torch  driver cache  peak used  max inactive split  retries
+    default                      300/300  -   62.34 GiB      1.35 GiB        62 MiB        63.63 GiB  1.40 GiB            1
+    expandable_segments:True     300/300  -   60.07 GiB      1.29 GiB        0 B           61.36 GiB  0 B                 0
+    max_split_size_mb:256        300/300  -   62.71 GiB      1.35 GiB        62 MiB        63.99 GiB  594 MiB             5
+    gc_threshold:0.8 (fraction)  300/300  -   60.79 GiB      1.46 GiB        172 MiB       62.20 GiB  1.82 GiB            0
 
-* Under the default conf reserved memory climbs in steps (57.6 -> 61.9 GiB) as the varying image sizes
-  strand free pieces of segments that still hold live blocks (inactive split up to 1.6 GiB); with
+* Under the default conf reserved memory climbs in steps (57.6 -> 61.2 GiB) as the varying image sizes
+  strand free pieces of segments that still hold live blocks (inactive split up to 1.4 GiB); with
   expandable segments it reaches its level with the first large images and stays flat, no stranded bytes.
 * No conf runs out of memory: vLLM sizes the KV cache from a profiling pass on the *largest* image the
-  processor allows (two 4096x4096 images, 32768 tokens), so the serving headroom is that profiling peak
-  plus 5% of the device; fragmentation here stays below it, and when it does reach the device limit
-  (max_split_size_mb:256) the allocator frees its cache and retries (num_alloc_retries) instead of failing.
-* vLLM's "non-torch" memory (device used - reserved) stays flat at 1.29 GiB under every conf: the
-  caching allocator's fragmentation is inside "reserved" by definition. The PR's climbing "non-torch"
-  figure is therefore not fragmentation of the caching allocator as vLLM measures it; the model shows a
-  candidate mechanism (NPU operator workspaces released by ``empty_cache`` before vLLM's last profiling
-  snapshot are never budgeted; see ``test_sim_engine``), but their sizes need an NPU to calibrate.
+  processor allows, so the serving headroom is that profiling peak plus 5% of the device. Where
+  fragmentation does reach the device limit the allocator frees its cached segments and retries
+  (num_alloc_retries) instead of failing.
+* That release is where the seed's chain starts: the freed segments (<= 36 MiB) go to the Ascend driver's
+  devmm heap caches, which still count as used, so vLLM's "non-torch" (device used - reserved) steps up from
+  1.29 GiB by the cached bytes after the first retry (default, max_split) or GC release (gc 0.8). The faithful
+  model shows the mechanism but not its size: tens of MiB, not the PR's 4 GiB, because idle heaps are
+  destroyed with their cache and the surviving heap shrinks back (docs/ascend-memory-stack.md).
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ def test_every_conf_serves_every_photo(result: ScenarioResult) -> None:
 @pytest.mark.slow
 def test_default_conf_fragments_and_expandable_stays_flat(result: ScenarioResult) -> None:
     default, expandable = result.summaries[0], result.summaries[1]
-    assert default.last_reserved_bytes - default.first_reserved_bytes > 4 * GiB
+    assert default.last_reserved_bytes - default.first_reserved_bytes > 3 * GiB
     assert default.max_inactive_split_bytes > 1 * GiB
     assert default.peak_reserved_bytes - expandable.peak_reserved_bytes > 1.5 * GiB
     exp = result.runs[expandable.label].samples_of_rank(0)
     assert all(s.inactive_split_bytes == 0 for s in exp)
-    assert len({s.reserved_bytes for s in exp[50:]}) == 1  # flat after the first large photos
+    # at its level after the first large photos: later it only maps pages for a larger image (one 40 MiB step)
+    assert exp[-1].reserved_bytes - exp[50].reserved_bytes < 64 * MiB
     assert [s.reserved_bytes for s in exp] == sorted(s.reserved_bytes for s in exp)
 
 
@@ -72,9 +74,12 @@ def test_non_torch_memory_is_fixed_consumers_plus_driver_cache(result: ScenarioR
     fixed = 1 * GiB + 200 * MiB + 98 * MiB
     for run in result.runs.values():
         assert all(s.non_torch_bytes == fixed + s.driver_cached_bytes for s in run.samples)
-    # default and expandable never give a segment back during the requests: flat
-    for summary in result.summaries[:2]:
-        assert {s.non_torch_bytes for s in result.runs[summary.label].samples} == {fixed}
+    # expandable segments never go through the driver's heap cache: flat at the fixed consumers
+    assert {s.non_torch_bytes for s in result.runs["expandable_segments:True"].samples} == {fixed}
+    # under the default conf the driver holds bytes only once torch has released segments (an OOM-retry)
+    default = result.runs["default"].samples_of_rank(0)
+    assert any(s.driver_cached_bytes for s in default)
+    assert all(s.alloc_retries >= 1 for s in default if s.driver_cached_bytes)
 
 
 @pytest.mark.slow

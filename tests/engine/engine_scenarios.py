@@ -74,7 +74,7 @@ def session_api(model: str, images: str, out: Path) -> dict[str, Any]:
     b = s.engine
     facts["b_in_process"] = b.in_process
     facts["b_worker_pid_is_self"] = b.workers[0]["pid"] == os.getpid()
-    facts["b_conf_seen"] = b.conf.effective_conf
+    facts["b_conf_seen"] = b.effective_conf
     facts["b_generate"] = s.generate(None, sorted(Path(images).iterdir())[-1]).status
     facts["b_ld_preload_during"] = os.environ.get("LD_PRELOAD")
     facts["b_conf_changed"] = s.conf_changed()  # the policy's value in this environment is no change

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ToolkitError
+from toolkit.core.errors import ToolkitError
 from toolkit.workload.program import OP_ALLOC, OP_FREE, Program
 
 FORMAT_VERSION = 1
