@@ -45,7 +45,7 @@ def _op(code: bytes, arg: int) -> None:
 
 
 # no argument
-for _c in b"(0)1NRade}l]ostu\x81\x85\x86\x87\x88\x89\x92\x93Q":
+for _c in b"(01NRade}l]ostu\x81\x88\x89\x92\x93Q":
     _TABLE[_c] = 0
 # fixed-size argument
 for _code, _n in ((b"J", 4), (b"K", 1), (b"M", 2), (b"G", 8), (b"\x82", 1), (b"\x83", 2), (b"\x84", 4),
@@ -54,6 +54,9 @@ for _code, _n in ((b"J", 4), (b"K", 1), (b"M", 2), (b"G", 8), (b"\x82", 1), (b"\
 _MEMOIZE, _BINGET, _LONG_BINGET, _BINPUT, _LONG_BINPUT = -1, -2, -3, -4, -5
 _LEN1, _LEN4, _LEN8, _LONG1, _FRAME, _LINE, _LINE2, _GET, _PUT, _STOP, _INTLINE = (
     -6, -7, -8, -9, -10, -11, -12, -13, -14, -15, -16)
+_SMALL_TUPLE = -17
+for _code in (b"\x85", b"\x86", b"\x87", b")"):  # TUPLE1..3, EMPTY_TUPLE: see _FLAT_TUPLE
+    _op(_code, _SMALL_TUPLE)
 _op(b"\x94", _MEMOIZE)
 _op(b"h", _BINGET)
 _op(b"j", _LONG_BINGET)
@@ -83,7 +86,11 @@ _REASON.update({
     0x8B: "a LONG4 integer (wider than any address or size)",
     0x97: "an out-of-band buffer (NEXT_BUFFER)", 0x98: "an out-of-band buffer (READONLY_BUFFER)",
 })
-_SHARED_FORBIDDEN = frozenset(b"t\x85\x86\x87")  # TUPLE, TUPLE1..3: a memoized tuple fetched again
+# A tuple of up to 3 scalars (the (0, 0) pool id the simulator shares between segments) may be fetched
+# again: hashing it costs 3 steps. Any other tuple (TUPLE with MARK, or one holding a container) may not.
+_FLAT_TUPLE = 0xF0  # not an opcode: the kind recorded for such a tuple
+_SHARED_FORBIDDEN = frozenset(b"t\x85\x86\x87")
+_SCALAR = bytes(1 if c in b"JKM\x8aGN\x88\x89\x8cX\x8dCB\x8eUTILFSV" else 0 for c in range(256))
 _MAX_LONG1_BYTES = 9  # an unsigned 64-bit value needs 9 bytes of two's complement
 _MAX_INT_DIGITS = 24
 _U4 = struct.Struct("<I")
@@ -101,7 +108,8 @@ def prescan(data: bytes) -> int:
     kinds = bytearray()  # opcode that produced each memo entry
     memoize = kinds.append
     u4 = _U4.unpack_from
-    top = 0  # opcode that produced the top of the stack (approximation that matters only for MEMOIZE)
+    top = p1 = p2 = 0  # kind of the last three values pushed (MEMOIZE, PUT and FRAME push nothing)
+    scalar = _SCALAR
     pos = 0
     n = len(data)
     try:
@@ -110,6 +118,8 @@ def prescan(data: bytes) -> int:
             k = table[op]
             if k >= 0:
                 pos += 1 + k
+                p2 = p1
+                p1 = top
                 top = op
                 continue
             if k == _BINGET:
@@ -127,22 +137,22 @@ def prescan(data: bytes) -> int:
                 if m > _MAX_LONG1_BYTES:
                     raise PickleShapeError(f"a {m}-byte integer (LONG1) at offset {pos}: wider than 64 bits")
                 pos += 2 + m
-                top = op
+                p2, p1, top = p1, top, op
                 continue
             elif k == _LEN1:
                 pos += 2 + data[pos + 1]
-                top = op
+                p2, p1, top = p1, top, op
                 continue
             elif k == _LEN4:
                 m = (_I4 if op == 0x54 else _U4).unpack_from(data, pos + 1)[0]
                 if m < 0:
                     raise PickleShapeError(f"a negative string length at offset {pos}")
                 pos += 5 + m
-                top = op
+                p2, p1, top = p1, top, op
                 continue
             elif k == _LEN8:
                 pos += 9 + _U8.unpack_from(data, pos + 1)[0]
-                top = op
+                p2, p1, top = p1, top, op
                 continue
             elif k == _BINPUT or k == _LONG_BINPUT or k == _PUT:
                 if k == _BINPUT:
@@ -170,15 +180,21 @@ def prescan(data: bytes) -> int:
                 if end - pos > _MAX_INT_DIGITS:
                     raise PickleShapeError(f"a {end - pos - 1}-digit integer at offset {pos}")
                 pos = end + 1
-                top = op
+                p2, p1, top = p1, top, op
                 continue
             elif k == _LINE:
                 pos = data.index(b"\n", pos) + 1
-                top = op
+                p2, p1, top = p1, top, op
                 continue
             elif k == _LINE2:
                 pos = data.index(b"\n", data.index(b"\n", pos) + 1) + 1
-                top = op
+                p2, p1, top = p1, top, op
+                continue
+            elif k == _SMALL_TUPLE:  # its items are the last 0-3 values pushed when those were scalars
+                items = (top, p1, p2)[: (0x85, 0x86, 0x87).index(op) + 1] if op != 0x29 else ()
+                kind = _FLAT_TUPLE if all(scalar[x] for x in items) else op
+                pos += 1
+                p2, p1, top = p1, top, kind
                 continue
             elif k == _STOP:
                 return len(kinds)
@@ -191,7 +207,7 @@ def prescan(data: bytes) -> int:
             if i >= len(kinds):
                 raise PickleShapeError(f"memo index {i} fetched at offset {pos} but only {len(kinds)} "
                                        "objects were memoized")
-            top = kinds[i]
+            p2, p1, top = p1, top, kinds[i]
             if top in _SHARED_FORBIDDEN:
                 raise PickleShapeError(f"a memoized tuple fetched again (memo index {i}) at offset {pos}: "
                                        "real snapshots never share tuples")
