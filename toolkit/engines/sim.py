@@ -441,10 +441,11 @@ class SimEngine:
         """
         items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         header = self.header(name)
-        return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
+        self.last_run = run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=len(items),
                             progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]",
                             on_result=on_result)
+        return self.last_run
 
     def __repr__(self) -> str:
         return (f"SimEngine[simulated]({self.model}, platform={self.platform}, conf={self.effective_conf!r}, "

@@ -158,7 +158,8 @@ def _is_u64(v: object) -> bool:
 
 
 def _is_stream(v: object) -> bool:
-    return type(v) is int and -_I64 <= v < _U64
+    """Streams and pool ids: CUDA/ACL stream handles and pool counters, never negative."""
+    return type(v) is int and 0 <= v < _U64
 
 
 class _Budget:
@@ -235,7 +236,7 @@ def _seg_int(seg: Mapping[str, Any], key: str, index: int, source: str, what: st
     if key == "device":
         ok, rng = type(value) is int and 0 <= value < _MAX_DEVICE, "from 0 to 65535"
     else:
-        ok, rng = (_is_stream(value) if key == "stream" else _is_u64(value)), "that fits in 64 bits"
+        ok, rng = (_is_stream(value) if key == "stream" else _is_u64(value)), "from 0 to 2**64 - 1"
     if not ok:
         raise SnapshotError(f"{source}: {what} {index} has {key} {bounded_repr(value)}, expected an int {rng}")
     return value  # type: ignore[no-any-return]
@@ -328,7 +329,7 @@ def _block(b: object, address: int, si: int, bi: int, source: str) -> Any:
         )
     if "requested_size" in b and not _is_u64(b["requested_size"]):
         raise SnapshotError(f"{source}: block {bi} of segment {si} has requested_size "
-                            f"{bounded_repr(b['requested_size'])}, expected an int that fits in 64 bits")
+                            f"{bounded_repr(b['requested_size'])}, expected an int from 0 to 2**64 - 1")
     if not isinstance(b.get("frames", []), list):
         raise SnapshotError(f"{source}: block {bi} of segment {si} has frames that are not a list")
     if state == b.get("state") and _BLOCK_KEYS <= b.keys():
@@ -357,8 +358,8 @@ def _entries(trace: list[Any], device: int, source: str) -> list[TraceEntry]:
             actions, addrs, sizes, streams, times = columns
             if (set(map(type, actions)) <= {str} and all(set(map(type, c)) <= {int} for c in columns[1:])
                     and (not trace or (0 <= min(addrs) and max(addrs) < _U64 and 0 <= min(sizes)
-                                       and max(sizes) < _U64 and -_I64 <= min(streams) and max(streams) < _U64
-                                       and -_I64 <= min(times) and max(times) < _U64))
+                                       and max(sizes) < _U64 and 0 <= min(streams) and max(streams) < _U64
+                                       and 0 <= min(times) and max(times) < _U64))
                     and {type(e.get("frames", _NO_FRAMES)) for e in trace} <= {list}
                     and not any("pool_id" in e for e in trace)):
                 return list(trace)
@@ -373,8 +374,8 @@ def _entry(e: object, device: int, index: int, source: str) -> TraceEntry:
     if _ENTRY_KEYS <= e.keys() and type(e.get("pool_id", ())) is tuple:
         addr, size, stream = e["addr"], e["size"], e["stream"]
         if (type(addr) is int and type(size) is int and type(stream) is int and 0 <= addr < _U64
-                and 0 <= size < _U64 and -_I64 <= stream < _U64 and type(e.get("time_us", 0)) is int
-                and type(e.get("frames", ())) is not dict):
+                and 0 <= size < _U64 and 0 <= stream < _U64 and _is_u64(e.get("time_us", 0))
+                and type(e.get("frames", _NO_FRAMES)) is list):
             return cast(TraceEntry, e)
     out = dict(e)
     if "addr" not in out:
@@ -385,10 +386,10 @@ def _entry(e: object, device: int, index: int, source: str) -> TraceEntry:
     out.setdefault("size", 0)
     out.setdefault("stream", 0)
     for key, ok in (("addr", _is_u64), ("size", _is_u64), ("stream", _is_stream),
-                    ("device_free", _is_u64), ("time_us", _is_stream)):
+                    ("device_free", _is_u64), ("time_us", _is_u64)):
         if key in out and not ok(out[key]):
             raise SnapshotError(f"{source}: trace entry {index} of device {device} has {key} "
-                                f"{bounded_repr(out[key])}, expected an int that fits in 64 bits")
+                                f"{bounded_repr(out[key])}, expected an int from 0 to 2**64 - 1")
     pool_id = out.get("pool_id")
     if pool_id is not None:
         if not (isinstance(pool_id, (list, tuple)) and len(pool_id) == 2 and all(_is_stream(p) for p in pool_id)):

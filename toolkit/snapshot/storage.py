@@ -26,6 +26,8 @@ from toolkit.snapshot.unpickler import UnsafePickleError, loads_plain
 PICKLE_PROTOCOL = 4  # readable by every Python PyTorch supports, and by memory_viz's loader
 _GZIP_MAGIC = b"\x1f\x8b"
 MAX_SNAPSHOT_BYTES = 2 << 30  # 2 GiB: a 10**6-event trace with frames is ~50 MB; load_snapshot(max_bytes=) raises it
+_GZIP_MAX_RATIO = 50  # real snapshot pickles compress 18-24x; a "gzip bomb" of zeros ~1000x
+_GZIP_MIN_CAP = 64 << 20
 _WORK_PER_BYTE = 2  # normalisation budget: segments + blocks + entries per 2 bytes (real files: < 1 per 100)
 
 
@@ -58,7 +60,7 @@ def load_snapshot(
     if not data:
         raise SnapshotError(f"{name} is empty: not a memory snapshot")
     if data[:2] == _GZIP_MAGIC:
-        data = _gunzip(name, data, max_bytes)
+        data = _gunzip(name, data, min(max_bytes, max(_GZIP_MIN_CAP, _GZIP_MAX_RATIO * len(data))))
         if not data:
             raise SnapshotError(f"{name} is empty: not a memory snapshot")
     raw = _parse(name, data)
@@ -150,17 +152,29 @@ def _read(source: str | os.PathLike[str] | bytes, max_bytes: int = MAX_SNAPSHOT_
 
 
 def _gunzip(name: str, data: bytes, max_bytes: int) -> bytes:
-    """Decompress at most ``max_bytes`` (a 1 MB gzip file can expand to 1 GB); concatenated members too."""
+    """Decompress at most ``max_bytes`` (a 1 MB gzip file can expand to 1 GB); concatenated members too.
+
+    ``load_snapshot`` caps it at 50x the compressed size (at least 64 MiB) as well: real snapshot
+    pickles compress 18-24x, so only a bomb expands further.
+    """
     out: list[bytes] = []
     total = 0
     try:
         while data:
             d = zlib.decompressobj(wbits=31)
-            chunk = d.decompress(data, max_bytes + 1 - total)
-            total += len(chunk)
-            out.append(chunk)
-            if total > max_bytes or d.unconsumed_tail:
-                raise _too_big(name, total, max_bytes, " (decompressed)")
+            pending = data
+            while True:  # 16 MiB at a time: a bomb stops at the cap, never allocating more than that
+                chunk = d.decompress(pending, 16 << 20)
+                total += len(chunk)
+                out.append(chunk)
+                if total > max_bytes:
+                    raise SnapshotError(
+                        f"{name} expands to more than {max_bytes / 2**20:.0f} MiB when decompressed (the limit is "
+                        "max_bytes of load_snapshot, and 50x the compressed size): not a snapshot, or pass the "
+                        "decompressed file")
+                pending = d.unconsumed_tail
+                if d.eof or (not pending and not chunk):
+                    break
             if not d.eof:
                 raise SnapshotError(f"{name} is a truncated or corrupt gzip file (compressed data ended early)")
             data = d.unused_data
