@@ -71,7 +71,10 @@ class _Worker:
     def _side_effects(self) -> str:
         if self.canary.exists():
             return "the canary file exists: code from the input ran"
-        from toolkit.snapshot import unpickler
+        try:
+            from toolkit.snapshot import unpickler
+        except ImportError:
+            return ""
 
         now = {k: (getattr(v, "__defaults__", None), getattr(v, "__kwdefaults__", None),
                    dict(getattr(v, "__dict__", {})))
@@ -243,23 +246,26 @@ def _one_line_or_crash(message: str, kind: str, name_hint: str = "") -> tuple[st
 
 
 def worker_main(workdir: Path) -> None:
+    proto = os.fdopen(os.dup(1), "w")  # answers go here; anything the code under test prints goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     worker = _Worker(workdir)
     (workdir / "cwd").mkdir(exist_ok=True)
-    if any(c.kind == "magic" for c in worker.cases):
-        worker._shell()  # IPython and the plotting stack load before the clock and the memory cap start
+    with contextlib.suppress(Exception):  # IPython and plotting load before the clock and the memory cap
+        worker._shell()
         import plotly.graph_objects  # noqa: F401
     size = int(next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmSize:"))) * 1024
     resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_HEADROOM_BYTES, resource.RLIM_INFINITY))
-    sys.stdout.write(json.dumps({"ready": len(worker.cases)}) + "\n")
-    sys.stdout.flush()
+    proto.write(json.dumps({"ready": len(worker.cases)}) + "\n")
+    proto.flush()
     for line in sys.stdin:
         index = int(line)
         try:
             answer = worker.run(index)
         except MemoryError:
             answer = {"outcome": "crash", "seconds": 0.0, "rss_growth_kib": 0, "message": "MemoryError"}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+        proto.write(json.dumps(answer) + "\n")
+        proto.flush()
 
 
 # -- parent ----------------------------------------------------------------------------------------------
