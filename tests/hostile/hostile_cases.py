@@ -219,6 +219,35 @@ def type_cases() -> list[tuple[str, dict[str, Any] | Any, str]]:
     return out
 
 
+def replay_trace_cases() -> list[tuple[str, dict[str, Any]]]:
+    """Well-typed traces the simulator cannot follow (double frees, odd segments), and random ones."""
+    a = 0x7F0000000000
+    e = lambda action, addr, size, stream=0: {"action": action, "addr": addr, "size": size, "stream": stream}  # noqa: E731
+    traces = {
+        "free-unknown": [e("free_requested", 5, 10)], "free-completed-unknown": [e("free_completed", 5, 10)],
+        "alloc-zero": [e("alloc", a + 4096, 0)], "alloc-2**63": [e("alloc", a + 4096, 2 ** 63)],
+        "segment-alloc-mismatch": [e("segment_alloc", 12345, 2 << 20)],
+        "segment-free-live": [e("segment_free", a, 2 << 20)], "segment-map-1TiB": [e("segment_map", a, 1 << 40)],
+        "segment-unmap-all": [e("segment_unmap", 0, 2 ** 64 - 1)], "unknown-action": [e("teleport", 1, 1)],
+        "double-free": [e("free_requested", a, 1000), e("free_completed", a, 1000), e("free_requested", a, 1000)],
+        "stream-2**64-1": [e("alloc", a + 4096, 100, 2 ** 64 - 1)],
+    }
+    rng = random.Random(3)
+    acts = ["alloc", "free_requested", "free_completed", "segment_alloc", "segment_free", "segment_map",
+            "segment_unmap", "oom", "snapshot"]
+    for k in range(20):
+        traces[f"random-{k}"] = [e(rng.choice(acts), rng.choice([0, a, a + 512 * rng.randrange(8192),
+                                                                  rng.randrange(2 ** 64)]),
+                                   rng.choice([0, 1, 512, 1 << 20, 2 << 20, rng.randrange(2 ** 64)]),
+                                   rng.choice([0, 1, 1 << 40])) for _ in range(rng.randint(1, 12))]
+    out = []
+    for name, trace in traces.items():
+        snap = json.loads(json.dumps(_small_snapshot()))
+        snap["device_traces"] = [trace]
+        out.append((name, snap))
+    return out
+
+
 # -- malformed JSON files --------------------------------------------------------------------------------
 def json_cases() -> list[tuple[str, bytes, str]]:
     base = json.dumps(_small_snapshot()).encode()
@@ -402,6 +431,10 @@ def all_cases(workdir: str | os.PathLike[str]) -> list[Case]:
         p.write_text(json.dumps(snap))
         cases.append(Case("types", name, "snapshot", str(p), expect))
         cases.append(Case("replay", name, "replay", str(p), expect))
+    for name, snap in replay_trace_cases():
+        p = d / "in" / f"trace-{name}.json"
+        p.write_text(json.dumps(snap))
+        cases.append(Case("replay", f"trace-{name}", "replay", str(p), "any"))
     for name, data, expect in json_cases():
         p = d / "in" / f"json-{name}.json"
         p.write_bytes(data)

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from toolkit.core.errors import ToolkitError
+from toolkit.core.errors import ToolkitError, bounded_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -88,12 +88,12 @@ class MemorySample:
 
     def __post_init__(self) -> None:
         if self.status not in SAMPLE_STATUSES:
-            raise RecordError(f"sample status must be one of {SAMPLE_STATUSES}, got {self.status!r}")
+            raise RecordError(f"sample status must be one of {SAMPLE_STATUSES}, got {bounded_repr(self.status)}")
         for f in fields(self):
             if f.name.endswith("_bytes"):
                 value = getattr(self, f.name)
                 if type(value) is not int:  # bool is not a byte count either
-                    raise RecordError(f"{f.name} must be an int number of bytes, got {value!r}")
+                    raise RecordError(f"{f.name} must be an int number of bytes, got {bounded_repr(value)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,9 +134,9 @@ class Run:
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
-            raise RecordError(f"run status must be one of {RUN_STATUSES}, got {self.status!r}")
+            raise RecordError(f"run status must be one of {RUN_STATUSES}, got {bounded_repr(self.status)}")
         if type(self.device_capacity_bytes) is not int:
-            raise RecordError(f"device_capacity_bytes must be an int, got {self.device_capacity_bytes!r}")
+            raise RecordError(f"device_capacity_bytes must be an int, got {bounded_repr(self.device_capacity_bytes)}")
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -360,8 +360,6 @@ _END_TYPES = {"status": (str,), "message": (str, type(None)), "finished_at_ns": 
 
 def _check_types(rec: Mapping[str, Any], table: Mapping[str, tuple[type, ...]], where: str) -> None:
     """Every known field has its declared type: ints are ints (not bools, floats or strings) within int64."""
-    from toolkit.core.errors import bounded_repr
-
     for key, allowed in table.items():
         if key not in rec:
             continue
@@ -385,8 +383,6 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
     version = data.get("schema_version")
     if version != SCHEMA_VERSION or type(version) is not int:
-        from toolkit.core.errors import bounded_repr
-
         raise RecordError(f"{where}: schema_version {bounded_repr(version)} is not supported (this toolkit reads "
                           f"{SCHEMA_VERSION}); upgrade ascend-memlab")
     _check_types(data, _RUN_TYPES, f"{where}: run header")
@@ -480,7 +476,7 @@ def load_run(path: str | os.PathLike[str], *, max_bytes: int = MAX_RUN_FILE_BYTE
         where = f"{p}:{line_no}"
         kind = rec.pop("kind")
         if end is not None:
-            raise RecordError(f"{where}: a {kind!r} record after the end record")
+            raise RecordError(f"{where}: a {bounded_repr(kind)} record after the end record")
         if kind == "sample":
             _check_types(rec, _SAMPLE_TYPES, where)
             try:
@@ -498,16 +494,12 @@ def load_run(path: str | os.PathLike[str], *, max_bytes: int = MAX_RUN_FILE_BYTE
         elif kind == "end":
             _check_types(rec, _END_TYPES, where)
             if rec.get("status") not in RUN_STATUSES or rec.get("status") == "running":
-                from toolkit.core.errors import bounded_repr
-
                 raise RecordError(f"{where}: end status {bounded_repr(rec.get('status'))} is not one of "
                                   f"{RUN_STATUSES[1:]}")
             end = rec
         elif kind == "run":
             raise RecordError(f"{where}: a second run header")
         else:
-            from toolkit.core.errors import bounded_repr
-
             raise RecordError(f"{where}: unknown kind {bounded_repr(kind)}")
     if end is None:
         out = replace(run, status="interrupted", message="no end record: the run was interrupted",

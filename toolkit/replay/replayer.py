@@ -43,6 +43,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.sim import SimDevice, SimOutOfMemoryError
+from toolkit.core.errors import ToolkitError
 from toolkit.snapshot.schema import SnapshotError
 
 if TYPE_CHECKING:
@@ -246,6 +247,24 @@ def _check_replay_args(profile: object, device: object, capacity_bytes: object, 
         raise ReplayError(f"memory_fraction must be a number in (0, 1], got {bounded_repr(memory_fraction)}")
 
 
+def _one_line_errors(fn: Any) -> Any:
+    """A trace the simulator cannot follow (a double free, a segment at an odd address) is the input's
+    fault: the simulator's ``ValueError`` becomes the toolkit's one-line ``ReplayError``."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            if isinstance(exc, ToolkitError):
+                raise
+            raise ReplayError(f"cannot replay this trace: {' '.join(str(exc).split())[:300]}") from None
+
+    return wrapper
+
+
+@_one_line_errors
 def replay(
     source: str | os.PathLike[str] | bytes | Mapping[str, Any],
     conf: Any = None,
