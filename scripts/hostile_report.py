@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "hostile"))
 
-from hostile_runner import run_cases, summarize  # noqa: E402
+from hostile_runner import run_cases, summarize
 
 
 def main() -> None:

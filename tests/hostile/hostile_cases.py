@@ -60,12 +60,12 @@ def _tuple_dag(levels: int, two: bool) -> bytes:
 
 def pickle_cases(d: Path, canary: str) -> list[tuple[str, bytes, str]]:
     out: list[tuple[str, bytes, str]] = []
-    add = lambda name, data, expect="error": out.append((name, data, expect))  # noqa: E731
+    add = lambda name, data, expect="error": out.append((name, data, expect))
     add("tuple-dag-mark-100", P4 + _tuple_dag(100, False) + b".")
     add("tuple-dag-tuple2-100", P4 + _tuple_dag(100, True) + b".")
     add("tuple-dag-as-dict-key", P4 + b"}" + _tuple_dag(100, True) + b"K\x00s.")
     add("tuple-dag-in-segments", _snapshot_around(b"]" + _tuple_dag(60, True) + b"a"))
-    seg_with = lambda key, ops: _snapshot_around(  # noqa: E731  a segment whose one block has key = ops
+    seg_with = lambda key, ops: _snapshot_around(
         b"](}(" + _str("address") + b"K\x00" + _str("blocks") + b"](}(" + _str("size") + b"M\x00\x02"
         + _str(key) + ops + b"uau" + b"a")
     add("tuple-dag-as-block-state", seg_with("state", _tuple_dag(60, True)))
@@ -222,7 +222,7 @@ def type_cases() -> list[tuple[str, dict[str, Any] | Any, str]]:
 def replay_trace_cases() -> list[tuple[str, dict[str, Any]]]:
     """Well-typed traces the simulator cannot follow (double frees, odd segments), and random ones."""
     a = 0x7F0000000000
-    e = lambda action, addr, size, stream=0: {"action": action, "addr": addr, "size": size, "stream": stream}  # noqa: E731
+    e = lambda action, addr, size, stream=0: {"action": action, "addr": addr, "size": size, "stream": stream}
     traces = {
         "free-unknown": [e("free_requested", 5, 10)], "free-completed-unknown": [e("free_completed", 5, 10)],
         "alloc-zero": [e("alloc", a + 4096, 0)], "alloc-2**63": [e("alloc", a + 4096, 2 ** 63)],

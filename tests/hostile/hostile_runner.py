@@ -57,8 +57,8 @@ class _Worker:
         self.cases = all_cases(workdir)
         self.canary = workdir / "CANARY-code-ran"
         self.shell: Any = None
+        import toolkit.core.records
         import toolkit.snapshot  # noqa: F401  imports before the memory cap is measured
-        import toolkit.core.records  # noqa: F401
         try:
             from toolkit.snapshot import unpickler
 
@@ -136,7 +136,7 @@ class _Worker:
                 replay(case.arg)
         except ToolkitError as err:
             return _one_line_or_crash(str(err), type(err).__name__, name_hint=Path(case.arg).name)
-        except BaseException as err:  # noqa: BLE001 - the point: anything else is a crash
+        except BaseException as err:
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise
             return "crash", f"{type(err).__name__}: {str(err)[:200]}"
@@ -175,7 +175,7 @@ class _Worker:
                     pass  # the magic's return value is displayed by IPython; not needed to score it
         except UsageError as exc:
             return _one_line_or_crash(str(exc), "UsageError")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return "crash", f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -14,8 +14,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from hostile_cases import all_cases  # noqa: E402
-from hostile_runner import run_cases, summarize  # noqa: E402
+from hostile_cases import all_cases
+from hostile_runner import run_cases, summarize
 
 REPO = HERE.parents[1]
 

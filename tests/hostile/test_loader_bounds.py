@@ -13,13 +13,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hostile_cases import _small_snapshot  # noqa: E402
-from trace_paths import TRACES  # noqa: E402
+from hostile_cases import _small_snapshot
+from trace_paths import TRACES
 
-from toolkit.core.records import RecordError, load_run  # noqa: E402
-from toolkit.snapshot import SnapshotError, load_snapshot  # noqa: E402
-from toolkit.snapshot.prescan import PickleShapeError, prescan  # noqa: E402
-from toolkit.snapshot.unpickler import _SAFE_GLOBALS, loads_plain  # noqa: E402
+from toolkit.core.records import RecordError, load_run
+from toolkit.snapshot import SnapshotError, load_snapshot
+from toolkit.snapshot.prescan import PickleShapeError, prescan
+from toolkit.snapshot.unpickler import _SAFE_GLOBALS, loads_plain
 
 REAL = sorted(TRACES.glob("*.pickle")) if TRACES is not None else []
 

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("ascend-memlab: error: out of memory reading the input", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - a bug, but still one line; MEMLAB_DEBUG=1 shows the traceback
+    except Exception as err:
         if os.environ.get("MEMLAB_DEBUG"):
             raise
         print(f"ascend-memlab: internal error: {type(err).__name__}: {_one_line(str(err))} (a bug in ascend-memlab; "

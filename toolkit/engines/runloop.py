@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import EngineError
-from toolkit.core.records import MemoryRunWriter, RequestResult, Run, RunStatus, RunWriter
+from toolkit.core.records import (
+    MemoryRunWriter,
+    RequestResult,
+    Run,
+    RunStatus,
+    RunWriter,
+)
 from toolkit.core.units import format_bytes
 
 

@@ -18,8 +18,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
-from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 from toolkit.notebook.llm_session import BACKENDS, LLMSession
+from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 
 
 def _limit_mm(text: str) -> dict[str, int]:

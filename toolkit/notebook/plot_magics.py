@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import fields
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
-from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 from toolkit.core.records import MemorySample, RecordError, Run, load_run
+from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 
 __all__ = ["PlotMagics", "Views", "resolve_runs"]
 

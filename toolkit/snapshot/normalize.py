@@ -34,7 +34,14 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from toolkit.core.errors import bounded_repr
-from toolkit.snapshot.schema import BLOCK_STATES, Flavor, Segment, Snapshot, SnapshotError, TraceEntry
+from toolkit.snapshot.schema import (
+    BLOCK_STATES,
+    Flavor,
+    Segment,
+    Snapshot,
+    SnapshotError,
+    TraceEntry,
+)
 
 _SEGMENT_KEYS = frozenset(
     ("device", "address", "total_size", "allocated_size", "active_size", "requested_size", "stream",
@@ -250,6 +257,7 @@ def _segment(seg: object, index: int, source: str, work: _Budget | None = None, 
     if not _is_u64(address) or not isinstance(blocks_raw, list):
         raise SnapshotError(f"{source}: {what} {index} lacks an integer 'address' and a 'blocks' list "
                             f"(address {bounded_repr(address)})")
+    address = cast(int, address)
     if not blocks_raw:
         raise SnapshotError(f"{source}: {what} {index} at {address:#x} has no blocks (blocks tile a segment)")
     if work is not None:

@@ -17,10 +17,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from toolkit.snapshot.normalize import denormalize_snapshot, normalize_snapshot
-from toolkit.snapshot.schema import Flavor, Snapshot, SnapshotError
 from toolkit.core.errors import bounded_repr
+from toolkit.snapshot.normalize import denormalize_snapshot, normalize_snapshot
 from toolkit.snapshot.prescan import PickleShapeError
+from toolkit.snapshot.schema import Flavor, Snapshot, SnapshotError
 from toolkit.snapshot.unpickler import UnsafePickleError, loads_plain
 
 PICKLE_PROTOCOL = 4  # readable by every Python PyTorch supports, and by memory_viz's loader

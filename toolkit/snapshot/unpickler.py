@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit.core.errors import bounded_repr
-from toolkit.snapshot.prescan import PickleShapeError, prescan
+from toolkit.snapshot.prescan import prescan
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -70,6 +70,7 @@ class _SafeCall:
     """
 
     __slots__ = ("_fn",)
+    _fn: Callable[..., object]
 
     def __init__(self, fn: Callable[..., object]) -> None:
         object.__setattr__(self, "_fn", fn)
@@ -87,7 +88,7 @@ class _SafeCall:
 class PlainDataUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` (C implementation, full speed) that refuses every global and persistent id."""
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - see class docstring
+    def find_class(self, module: str, name: str) -> Any:
         # protocols 0-2 write Python 2 names ('__builtin__.exec'): report and match the Python 3 name
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
@@ -96,7 +97,7 @@ class PlainDataUnpickler(pickle.Unpickler):
             raise UnsafePickleError(f"'{module:.60}.{name:.60}'")
         return _SafeCall(safe)
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
+    def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"persistent id {bounded_repr(pid)}")  # pickle's hook for external objects
 
 
