@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -41,6 +42,11 @@ def _cmd_conf_policy(args: argparse.Namespace) -> int:
     view = Session(platform="npu").policy(args.vllm_ascend, sleep_mode=args.sleep_mode, rl_enabled=args.rl)
     print(view)
     return 0
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (ToolkitError, ValueError, OSError) as err:
-        print(f"ascend-memlab: error: {err}", file=sys.stderr)
+        print(f"ascend-memlab: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
+    except RecursionError:
+        print("ascend-memlab: error: the input is nested too deeply", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("ascend-memlab: error: out of memory reading the input", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if os.environ.get("MEMLAB_DEBUG"):
+            raise
+        print(f"ascend-memlab: internal error: {type(err).__name__}: {_one_line(str(err))} (a bug in ascend-memlab; "
+              "MEMLAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("ascend-memlab: interrupted (results written so far are kept)", file=sys.stderr)
         return 130

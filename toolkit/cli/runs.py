@@ -1,6 +1,6 @@
 """The command-line subcommands that run things: the seed scenario, replays of recorded snapshots, the demo.
 
-Imported lazily by ``toolkit.cli.main.main`` so that ``ascend-memlab conf ...`` stays instant.
+Imported lazily by ``toolkit.cli.main`` so that ``ascend-memlab conf ...`` stays instant.
 """
 
 from __future__ import annotations

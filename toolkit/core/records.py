@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from toolkit.core.errors import ToolkitError
+from toolkit.core.errors import ToolkitError, bounded_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -91,12 +91,12 @@ class MemorySample:
 
     def __post_init__(self) -> None:
         if self.status not in SAMPLE_STATUSES:
-            raise RecordError(f"sample status must be one of {SAMPLE_STATUSES}, got {self.status!r}")
+            raise RecordError(f"sample status must be one of {SAMPLE_STATUSES}, got {bounded_repr(self.status)}")
         for f in fields(self):
             if f.name.endswith("_bytes"):
                 value = getattr(self, f.name)
                 if type(value) is not int:  # bool is not a byte count either
-                    raise RecordError(f"{f.name} must be an int number of bytes, got {value!r}")
+                    raise RecordError(f"{f.name} must be an int number of bytes, got {bounded_repr(value)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,9 +137,9 @@ class Run:
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
-            raise RecordError(f"run status must be one of {RUN_STATUSES}, got {self.status!r}")
+            raise RecordError(f"run status must be one of {RUN_STATUSES}, got {bounded_repr(self.status)}")
         if type(self.device_capacity_bytes) is not int:
-            raise RecordError(f"device_capacity_bytes must be an int, got {self.device_capacity_bytes!r}")
+            raise RecordError(f"device_capacity_bytes must be an int, got {bounded_repr(self.device_capacity_bytes)}")
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -151,6 +151,22 @@ class Run:
         """Requests whose samples are all ``ok`` (per request index, over ranks)."""
         bad = {s.request_index for s in self.samples if s.status != "ok"}
         return len({s.request_index for s in self.samples} - bad)
+
+    @property
+    def incomplete_requests(self) -> tuple[int, ...]:
+        """Request indices with samples for fewer ranks than the run has (a writer cut between ranks).
+
+        The request that ended the run with an error or OOM may carry only the rank that failed.
+        """
+        ranks = set(self.ranks)
+        have: dict[int, set[int]] = {}
+        failed: set[int] = set()
+        for s in self.samples:
+            have.setdefault(s.request_index, set()).add(s.rank)
+            if s.status != "ok":
+                failed.add(s.request_index)
+        last = self.samples[-1].request_index if self.samples else None
+        return tuple(i for i, r in have.items() if r != ranks and not (i == last and i in failed))
 
     def samples_of_rank(self, rank: int) -> tuple[MemorySample, ...]:
         return tuple(s for s in self.samples if s.rank == rank)
@@ -324,11 +340,55 @@ class RequestResult:
         return (f"RequestResult{label}(#{self.request_index} {self.status}, {self.prompt_tokens} prompt + "
                 f"{self.output_tokens} output tokens{mem})")
 
+MAX_RUN_FILE_BYTES = 1 << 30  # 1 GiB: a million samples is ~600 MB; load_run(max_bytes=) raises it
+_INT64 = 1 << 63
+
+
+class RunFileNotFoundError(RecordError, FileNotFoundError):
+    """No run file at that path (a ``RecordError`` for the toolkit, a ``FileNotFoundError`` for callers)."""
+
+
+def _type_table(cls: type) -> dict[str, tuple[type, ...]]:
+    """Allowed JSON types per field, from the dataclass annotations (strings under ``from __future__``)."""
+    names = {"int": int, "str": str, "bool": bool, "None": type(None), "SampleStatus": str, "RunStatus": str,
+             "Mapping[str, Any]": dict}
+    return {f.name: tuple(names[t.strip()] for t in str(f.type).split("|")) for f in fields(cls)
+            if f.name != "samples"}
+
+
+_SAMPLE_TYPES = _type_table(MemorySample)
+_RUN_TYPES = _type_table(Run)
+_END_TYPES = {"status": (str,), "message": (str, type(None)), "finished_at_ns": (int, type(None))}
+
+
+def _check_types(rec: Mapping[str, Any], table: Mapping[str, tuple[type, ...]], where: str) -> None:
+    """Every known field has its declared type: ints are ints (not bools, floats or strings) within int64."""
+    for key, allowed in table.items():
+        if key not in rec:
+            continue
+        value = rec[key]
+        kind = type(value)
+        if kind not in allowed or (kind is int and not -_INT64 <= value < _INT64):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise RecordError(f"{where}: {key} is {bounded_repr(value)}, expected {names}")
+    for key in ("request_index", "rank"):
+        if type(rec.get(key)) is int and rec[key] < 0:
+            raise RecordError(f"{where}: {key} is {rec[key]}, expected a number >= 0")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number a run file holds")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RecordError(f"{where}: schema_version {version!r} is not supported (this toolkit reads "
+    if version != SCHEMA_VERSION or type(version) is not int:
+        raise RecordError(f"{where}: schema_version {bounded_repr(version)} is not supported (this toolkit reads "
                           f"{SCHEMA_VERSION}); upgrade ascend-memlab")
+    _check_types(data, _RUN_TYPES, f"{where}: run header")
     known = {f.name for f in fields(Run)} - {"samples"}
     try:
         return Run(**{k: v for k, v in data.items() if k in known})
@@ -336,55 +396,125 @@ def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
         raise RecordError(f"{where}: not a run header: {exc}") from None
 
 
-def load_run(path: str | os.PathLike[str]) -> Run:
+def _read_text(p: Path, max_bytes: int) -> str:
+    """The file's text: a regular file only (a FIFO or device never blocks), at most ``max_bytes``."""
+    import stat
+
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise RunFileNotFoundError(f"no run file at {p}") from None
+    except OSError as exc:
+        raise RecordError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RecordError(f"{p}: not a regular file, not a run file")
+        if st.st_size > max_bytes:
+            raise RecordError(f"{p}: {st.st_size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB limit "
+                              "for run files: pass max_bytes= to load_run to raise it")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise RecordError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise RecordError(f"{p}: over the {max_bytes / 2**20:.0f} MiB limit for run files: pass max_bytes= to "
+                          "load_run to raise it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        # a writer killed mid-character leaves invalid UTF-8 only in its unterminated last line
+        if b"\n" not in data[exc.start:]:
+            return data[: data.rfind(b"\n", 0, exc.start) + 1].decode("utf-8", errors="strict")
+        raise RecordError(f"{p}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}): not a run file") from None
+
+
+def load_run(path: str | os.PathLike[str], *, max_bytes: int = MAX_RUN_FILE_BYTES) -> Run:
     """Read a run file written by ``RunWriter`` (never executes code: plain JSON).
 
     A truncated last line (the writer was killed mid-write) is dropped; a run without its end line is
-    returned with ``status="interrupted"`` and every complete sample.
+    returned with ``status="interrupted"`` and every complete sample. Each record's fields are type
+    checked; samples must come in request order after the header, once per (request, rank), and
+    nothing may follow the end line. A request with fewer ranks than the run has (a writer killed
+    between two ranks' lines, or a run file edited by hand) is kept and named in ``message``
+    (``Run.incomplete_requests`` lists them).
 
     Raises:
-        RecordError: not a run file, an unsupported schema version, or a corrupt line before the last.
-        FileNotFoundError: no such file.
+        RecordError: not a run file, an unsupported schema version, a corrupt or out-of-order record;
+            ``RunFileNotFoundError`` (also a ``FileNotFoundError``) when there is no such file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no run file at {p}")
-    lines = p.read_text(encoding="utf-8").split("\n")
+    lines = _read_text(p, max_bytes).split("\n")
     # split() leaves "" after a final newline; a non-empty last element is a line cut short
     last_complete = len(lines) - 1
-    records: list[dict[str, Any]] = []
+    records: list[tuple[int, dict[str, Any]]] = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+            obj = _DECODER.decode(line)
+        except (ValueError, RecursionError) as exc:  # syntax, NaN, a 5000-digit int, deep nesting
             if i >= last_complete:  # the unterminated tail: tolerated
                 break
-            raise RecordError(f"{p}:{i + 1}: corrupt line (not JSON)") from None
+            why = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+            if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError):
+                why = "a number out of range"
+            raise RecordError(f"{p}:{i + 1}: corrupt line ({why})") from None
         if i >= last_complete:  # parsed, but no newline: the write did not complete; drop it too
             break
         if not isinstance(obj, dict) or "kind" not in obj:
             raise RecordError(f"{p}:{i + 1}: not a run record (no 'kind')")
-        records.append(obj)
-    if not records or records[0]["kind"] != "run":
+        records.append((i + 1, obj))
+    if not records or records[0][1]["kind"] != "run":
         raise RecordError(f"{p}: not a run file (first line is not a run header)")
-    run = _run_from_header(records[0], str(p))
+    run = _run_from_header(records[0][1], str(p))
     samples: list[MemorySample] = []
+    seen: set[tuple[int, int]] = set()
     end: dict[str, Any] | None = None
-    for n, rec in enumerate(records[1:], start=2):
+    for line_no, rec in records[1:]:
+        where = f"{p}:{line_no}"
         kind = rec.pop("kind")
+        if end is not None:
+            raise RecordError(f"{where}: a {bounded_repr(kind)} record after the end record")
         if kind == "sample":
+            _check_types(rec, _SAMPLE_TYPES, where)
             try:
-                samples.append(MemorySample.from_dict(rec))
+                sample = MemorySample.from_dict(rec)
             except RecordError as exc:
-                raise RecordError(f"{p}: record {n}: {exc}") from None
+                raise RecordError(f"{where}: {exc}") from None
+            key = (sample.request_index, sample.rank)
+            if key in seen:
+                raise RecordError(f"{where}: a second sample for request {key[0]}, rank {key[1]}")
+            if samples and sample.request_index < samples[-1].request_index:
+                raise RecordError(f"{where}: request {sample.request_index} comes after request "
+                                  f"{samples[-1].request_index}: samples must be in request order")
+            seen.add(key)
+            samples.append(sample)
         elif kind == "end":
+            _check_types(rec, _END_TYPES, where)
+            if rec.get("status") not in RUN_STATUSES or rec.get("status") == "running":
+                raise RecordError(f"{where}: end status {bounded_repr(rec.get('status'))} is not one of "
+                                  f"{RUN_STATUSES[1:]}")
             end = rec
+        elif kind == "run":
+            raise RecordError(f"{where}: a second run header")
         else:
-            raise RecordError(f"{p}: record {n}: unknown kind {kind!r}")
+            raise RecordError(f"{where}: unknown kind {bounded_repr(kind)}")
     if end is None:
-        return replace(run, status="interrupted", message="no end record: the run was interrupted",
-                       samples=tuple(samples))
-    return replace(run, status=end.get("status", "error"), message=end.get("message"),
-                   finished_at_ns=end.get("finished_at_ns"), samples=tuple(samples))
+        out = replace(run, status="interrupted", message="no end record: the run was interrupted",
+                      samples=tuple(samples))
+    else:
+        out = replace(run, status=end["status"], message=end.get("message"),
+                      finished_at_ns=end.get("finished_at_ns"), samples=tuple(samples))
+    incomplete = out.incomplete_requests
+    if incomplete:
+        ranks = list(out.ranks)
+        note = (f"incomplete: request{'s' if len(incomplete) > 1 else ''} {', '.join(map(str, incomplete[:5]))}"
+                f"{' ...' if len(incomplete) > 5 else ''} lack{'' if len(incomplete) > 1 else 's'} samples of "
+                f"some of ranks {ranks}")
+        out = replace(out, message=f"{out.message}; {note}" if out.message else note)
+    return out

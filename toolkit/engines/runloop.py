@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from toolkit.core.records import MemoryRunWriter, RequestResult, Run, RunStatus, RunWriter
+from toolkit.core.errors import EngineError
+from toolkit.core.records import (
+    MemoryRunWriter,
+    RequestResult,
+    Run,
+    RunStatus,
+    RunWriter,
+)
 from toolkit.core.units import format_bytes
 
 
@@ -20,7 +27,14 @@ def run_path_for(header: Run, run_path: str | os.PathLike[str] | None, run_dir: 
     """The run file: ``run_path`` if given, else ``run_dir/<name>-<start>.jsonl``, else None (in memory)."""
     if run_path is not None:
         return Path(run_path)
-    return run_dir / f"{header.name}-{header.started_at_ns}.jsonl" if run_dir is not None else None
+    if run_dir is None:
+        return None
+    path = run_dir / f"{header.name}-{header.started_at_ns}.jsonl"
+    if path.parent != run_dir or header.name in ("", ".", "..") or "/" in header.name or "\\" in header.name:
+        # a run's name becomes a file name: it must stay in run_dir (``--name ../..`` must not escape it)
+        raise EngineError(f"run name {header.name[:60]!r} is not a plain file name: it would write outside "
+                          f"{run_dir}; choose a name without '/' or '..'")
+    return path
 
 
 def run_requests(

@@ -479,10 +479,11 @@ class SimEngine:
         """
         items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         header = self.header(name)
-        return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
+        self.last_run = run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=len(items),
                             progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]",
                             on_result=on_result)
+        return self.last_run
 
     # -- the Engine protocol (toolkit.engines.base) ------------------------------------------------------
     @property

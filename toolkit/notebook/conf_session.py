@@ -70,11 +70,15 @@ class Session:
         return self._target.version
 
     def target(self, platform: str | None = None, version: str | None = None) -> None:
-        """Change the platform (and torch / torch_npu version) the conf is validated for."""
-        if platform is not None:
-            self._target.platform = self._check_platform(platform)
+        """Change the platform (and torch / torch_npu version) the conf is validated for.
+
+        Both are validated before either changes: a refused call leaves the session as it was.
+        """
+        plat = self._check_platform(platform) if platform is not None else self.platform
         if version is not None:
-            confmod.parse("", platform=self.platform, version=version)  # validates the version name
+            confmod.parse("", platform=plat, version=version)  # validates the version name
+        self._target.platform = plat
+        if version is not None:
             self._target.version = version
 
     # -- conf ---------------------------------------------------------------------------------------
@@ -114,8 +118,13 @@ class Session:
         Raises ``ConfError`` for an invalid conf and ``TooLateError`` when the engine would run in this
         process but this process's allocator is already initialised (the new conf could not apply).
         """
+        plat = self._check_platform(platform or self.platform)
+        # validate before anything changes: a refused conf must not switch the platform or version
+        parsed = confmod.parse(text, platform=plat, version=version or self.version)
+        in_process = guard.engine_runs_in_process(self.environ)
+        if plat in guard.inspect_allocators().initialized_platforms and in_process:
+            raise TooLateError(guard.too_late_message(plat, in_process=True))
         self.target(platform, version)
-        parsed = confmod.parse(text, platform=self.platform, version=self.version)
         in_process = guard.engine_runs_in_process(self.environ)
         if self.platform in guard.inspect_allocators().initialized_platforms and in_process:
             raise TooLateError(guard.too_late_message(self.platform, in_process=True))

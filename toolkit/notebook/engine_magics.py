@@ -11,15 +11,16 @@ returns only a status view, so ``Out[]``/``_`` never hold the engine.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
-from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 from toolkit.core.vocab import BACKEND_CHOICES
 from toolkit.notebook.llm_session import LLMSession
+from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 
 
 def _limit_mm(text: str) -> dict[str, int]:
@@ -31,6 +32,31 @@ def _limit_mm(text: str) -> dict[str, int]:
             raise argparse.ArgumentTypeError(f"expected MODALITY=N[,MODALITY=N], got {text!r}")
         out[key.strip()] = int(value)
     return out
+
+
+def _check_binding(var: str, shell: Any) -> None:
+    """``--as NAME`` must be a plain new-or-ours variable: not IPython's (In, Out, get_ipython, _...), not a
+    builtin, not a keyword or a dunder name; rebinding any of those breaks every later cell."""
+    import builtins
+    import keyword
+
+    if not var.isidentifier() or keyword.iskeyword(var):
+        raise UsageError(f"%ascend_llm: --as needs a Python name, got {var!r}")
+    hidden = getattr(shell, "user_ns_hidden", {}) or {}
+    dunder = var.startswith("__") and var.endswith("__")
+    # IPython's output-cache names: _, __, ___, _1, _i, _ii, _iii, _i1, _oh, _dh, _ih (core/displayhook.py)
+    cache = var.lstrip("_") == "" or re.fullmatch(r"_(\d+|i{1,3}|i\d+|oh|dh|ih)", var) is not None
+    if dunder or cache or var in hidden or hasattr(builtins, var):
+        raise UsageError(f"%ascend_llm: --as {var} would replace one of IPython's or Python's own names; "
+                         "choose another, e.g. --as llm2")
+
+
+def _check_run_name(name: str) -> None:
+    """``--name`` becomes a file name under the run folder: one plain path component."""
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 120
+            or name != name.strip() or name.startswith(".")):
+        raise UsageError(f"%ascend_llm: --name must be a plain file name (no '/', '..' or leading '.'), got "
+                         f"{name[:60]!r}")
 
 
 def ascend_llm_parser() -> argparse.ArgumentParser:
@@ -120,8 +146,9 @@ class EngineMagics(Magics):
                 return session.stop(namespaces=[self.shell.user_ns])
             if not args.model:
                 raise UsageError("%ascend_llm: give a MODEL to start, or --status / --stop (see %ascend_llm?)")
-            if not args.var.isidentifier():
-                raise UsageError(f"%ascend_llm: --as needs a Python name, got {args.var!r}")
+            _check_binding(args.var, self.shell)
+            if args.name is not None:
+                _check_run_name(args.name)
             self._unbind()
             engine_args = {k: getattr(args, k) for k in _ENGINE_KEYS if getattr(args, k) is not None}
             status = session.start(args.model, backend=args.backend, name=args.name, **engine_args)

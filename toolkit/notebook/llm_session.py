@@ -105,7 +105,7 @@ class LLMSession:
         self.conf = conf or Session()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.engine: Engine | None = None
-        self.last_run: Any = None  # the Run of the latest run_images (what %mem_plot shows by default)
+        self._last_run: Any = None  # the Run of the latest run_images through this session
         self._engine_conf: str | None = None  # the platform variable when the engine started
 
     # -- conf ----------------------------------------------------------------------------------------------
@@ -187,6 +187,9 @@ class LLMSession:
         """Stop the engine and check its processes are gone (a ``StopReport``)."""
         eng, self.engine = self.engine, None
         self._engine_conf = None
+        self._last_run = self.last_run if eng is None else max(
+            [r for r in (self._last_run, getattr(eng, "last_run", None)) if r is not None],
+            key=lambda r: getattr(r, "started_at_ns", 0), default=None)  # keep it after the engine stops
         if eng is None:
             raise EngineSessionError("no engine is running: start one with %ascend_llm MODEL (LLMSession.start)")
         if hasattr(eng, "stop"):
@@ -217,5 +220,17 @@ class LLMSession:
     def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None,
                    **kwargs: Any) -> Any:
         """Send images one at a time; a ``Run`` with one sample per request and rank, written as it goes."""
-        self.last_run = self._engine().run_images(images, prompt, **kwargs)
-        return self.last_run
+        self._last_run = self._engine().run_images(images, prompt, **kwargs)
+        return self._last_run
+
+    @property
+    def last_run(self) -> Any:
+        """The newest run made through this session or directly through its engine (``llm.run_images``,
+        as the README shows): what ``%mem_plot`` with no argument plots."""
+        engine_run = getattr(self.engine, "last_run", None)
+        runs = [r for r in (self._last_run, engine_run) if r is not None]
+        return max(runs, key=lambda r: getattr(r, "started_at_ns", 0)) if runs else None
+
+    @last_run.setter
+    def last_run(self, run: Any) -> None:
+        self._last_run = run

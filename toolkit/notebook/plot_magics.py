@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
+from toolkit.core.records import MemorySample, RecordError, Run, load_run
 from toolkit.notebook.magic_args import MagicArgumentParser, split_line
-from toolkit.core.records import RecordError, Run, load_run
 
 __all__ = ["PlotMagics", "Views", "resolve_runs"]
 
@@ -105,7 +106,7 @@ def _load(path: str) -> Run:
     except FileNotFoundError:
         raise UsageError(f"no run file at {path}") from None
     except (RecordError, OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path}: not a readable run file: {err}") from None
+        raise UsageError(f"{path}: not a readable run file: {' '.join(str(err).split())[:300]}") from None
 
 
 def resolve_runs(tokens: Sequence[str], user_ns: Mapping[str, Any]) -> list[tuple[Run, Any]]:
@@ -120,6 +121,27 @@ def resolve_runs(tokens: Sequence[str], user_ns: Mapping[str, Any]) -> list[tupl
         else:
             raise UsageError(f"{token}: no variable of that name holds a Run, and no run file exists at that path")
     return out
+
+
+# what building a figure or writing an export can raise for bad input (a metric that is not a number, a
+# folder that cannot be written): shown as the magic's one-line UsageError, not a traceback
+_DISPLAY_ERRORS = (ToolkitError, ValueError, TypeError, KeyError, OSError)
+_NUMERIC_FIELDS = tuple(f.name for f in fields(MemorySample) if str(f.type) in ("int", "int | None"))
+
+
+def _what(err: BaseException) -> str:
+    text = " ".join(str(err).split())[:300]
+    return text if isinstance(err, ToolkitError) else f"{type(err).__name__}: {text}"
+
+
+def _check_metrics(prog: str, metrics: Sequence[str]) -> None:
+    """Before any figure is built: a metric must be a numeric ``MemorySample`` field (``status`` is not)."""
+    from toolkit.viz.plots import MEMORY_METRICS
+
+    bad = [m for m in metrics if m not in _NUMERIC_FIELDS and m not in MEMORY_METRICS]
+    if bad or not metrics:
+        raise UsageError(f"%{prog}: unknown metric {bad[0] if bad else ''!r} (not a numeric MemorySample field); "
+                         f"use some of {', '.join(f for f in _NUMERIC_FIELDS if f.endswith('_bytes'))}")
 
 
 class Views(list):  # type: ignore[type-arg]
@@ -167,17 +189,18 @@ class PlotMagics(Magics):
         if args.runs:
             pairs = resolve_runs(args.runs, self._ns)
         else:
-            last = getattr(self.session, "last_run", None)
+            last = getattr(self.session, "last_run", None)  # LLMSession: its own or its engine's latest run
             if not isinstance(last, Run):
                 raise UsageError("%mem_plot: name a run, e.g. %mem_plot run (a variable or a run file)")
             pairs = [(last, None)]
         metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else MEMORY_METRICS
+        _check_metrics("mem_plot", metrics)
         try:
             figs = [plot_fragmentation(r) if args.fragmentation else plot_run(r, metrics=metrics) for r, _ in pairs]
             snaps = {r.name: s for r, s in pairs if s is not None}
             self._exports([r for r, _ in pairs], args.html, args.export, snaps)
-        except ToolkitError as err:
-            raise UsageError(f"%mem_plot: {err}") from None
+        except _DISPLAY_ERRORS as err:
+            raise UsageError(f"%mem_plot: {_what(err)}") from None
         return figs[0] if len(figs) == 1 else Views(figs)
 
     @line_magic
@@ -190,14 +213,16 @@ class PlotMagics(Magics):
         if len(pairs) < 2:
             raise UsageError("%mem_compare: give at least two runs (or a result that holds several)")
         runs = [r for r, _ in pairs]
+        if args.metric != "fragmentation_bytes":
+            _check_metrics("mem_compare", (args.metric,))
         try:
             fig = plot_compare(runs, args.metric, rank=args.rank)
             self._exports(runs, args.html, args.export)
-        except ToolkitError as err:
-            raise UsageError(f"%mem_compare: {err}") from None
-        if args.no_table:
-            return fig
-        return Views([fig, format_summary(summary_frame(runs))])
+            if args.no_table:
+                return fig
+            return Views([fig, format_summary(summary_frame(runs))])
+        except _DISPLAY_ERRORS as err:
+            raise UsageError(f"%mem_compare: {_what(err)}") from None
 
     @line_magic
     def mem_inspect(self, line: str) -> Any:
@@ -215,8 +240,8 @@ class PlotMagics(Magics):
         try:
             return Inspector(run, snaps, rank=args.rank, request=args.request, scale=args.scale,
                              mode="static" if args.static else "auto")
-        except ToolkitError as err:
-            raise UsageError(f"%mem_inspect: {err}") from None
+        except _DISPLAY_ERRORS as err:
+            raise UsageError(f"%mem_inspect: {_what(err)}") from None
 
 
 PlotMagics.mem_plot.__doc__ = mem_plot_parser().format_help()

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.core.errors import ToolkitError
 from toolkit.sim import SimDevice, SimOutOfMemoryError
+from toolkit.snapshot.schema import SnapshotError
 from toolkit.snapshot.version import infer_torch_version
 
 if TYPE_CHECKING:
@@ -80,7 +81,11 @@ TIMELINE_COLUMNS = (
 _PENDING_STREAM_BASE = 1 << 62  # pseudo streams that hold recorded pending frees (never real streams)
 
 
-class ReplayDivergenceError(ToolkitError):
+class ReplayError(SnapshotError):
+    """A replay cannot start or go on with these arguments or this trace (one line says why)."""
+
+
+class ReplayDivergenceError(ReplayError):
     """The recording asks for something the simulated state cannot do (e.g. free a block it lacks)."""
 
     def __init__(self, event: int, what: str) -> None:
@@ -285,12 +290,50 @@ def guess_torch_version(snapshot: Mapping[str, Any]) -> str | None:
 
 def _load(source: str | os.PathLike[str] | bytes | Mapping[str, Any]) -> Snapshot:
     from toolkit.snapshot import load_snapshot, normalize_snapshot
+    from toolkit.snapshot.normalize import check_normalized, is_normalized
 
     if isinstance(source, Mapping):
+        if is_normalized(source):  # trusted layout, but the field types are still checked at the boundary
+            check_normalized(source)
+            return source  # type: ignore[return-value]
         return normalize_snapshot(source)
     return load_snapshot(source)
 
 
+def _check_replay_args(profile: object, device: object, capacity_bytes: object, context_bytes: object,
+                       memory_fraction: object) -> None:
+    """Boundary checks of ``replay``'s own arguments: one-line ``ReplayError`` instead of a TypeError later."""
+    from toolkit.core.errors import bounded_repr
+
+    if profile not in (None, "cuda", "npu"):
+        raise ReplayError(f"profile must be 'cuda', 'npu' or None, got {bounded_repr(profile)}")
+    if type(device) is not int or not 0 <= device < 1 << 16:
+        raise ReplayError(f"device must be an int from 0, got {bounded_repr(device)}")
+    for name, value in (("capacity_bytes", capacity_bytes), ("context_bytes", context_bytes)):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ReplayError(f"{name} must be an int number of bytes, got {bounded_repr(value)}")
+    if memory_fraction is not None and (type(memory_fraction) not in (int, float) or not 0 < memory_fraction <= 1):
+        raise ReplayError(f"memory_fraction must be a number in (0, 1], got {bounded_repr(memory_fraction)}")
+
+
+def _one_line_errors(fn: Any) -> Any:
+    """A trace the simulator cannot follow (a double free, a segment at an odd address) is the input's
+    fault: the simulator's ``ValueError`` becomes the toolkit's one-line ``ReplayError``."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            if isinstance(exc, ToolkitError):
+                raise
+            raise ReplayError(f"cannot replay this trace: {' '.join(str(exc).split())[:300]}") from None
+
+    return wrapper
+
+
+@_one_line_errors
 def replay(
     source: str | os.PathLike[str] | bytes | Mapping[str, Any],
     conf: Any = None,
@@ -335,6 +378,7 @@ def replay(
     """
     from toolkit.snapshot import initial_state, trace_events
 
+    _check_replay_args(profile, device, capacity_bytes, context_bytes, memory_fraction)
     snap = _load(source)
     flavor = snap.get("flavor", "cuda")
     profile = profile or flavor

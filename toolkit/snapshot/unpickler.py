@@ -25,6 +25,9 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from toolkit.core.errors import bounded_repr
+from toolkit.snapshot.prescan import prescan
+
 
 class UnsafePickleError(pickle.UnpicklingError):
     """The pickle asks for something other than plain data (a global or a persistent id)."""
@@ -38,6 +41,8 @@ def _latin1_bytes(text: object, encoding: object = "latin1", *_: object) -> byte
 
 
 def _restore_type_tag(value: object, _type_str: object = None) -> object:
+    if not isinstance(value, (list, dict, str, int, float, bytes)) and value is not None:
+        raise UnsafePickleError(f"refused restore_type_tag on {type(value).__name__}")
     return value
 
 
@@ -56,20 +61,44 @@ _SAFE_GLOBALS: dict[tuple[str, str], Callable[..., object]] = {
 }
 
 
+class _SafeCall:
+    """What ``find_class`` hands out: a fresh, attribute-less wrapper around one of our pure functions.
+
+    A pickle's BUILD on it (which would ``setattr`` e.g. ``__defaults__`` on a shared function, changing
+    the loader for the rest of the process) calls ``__setstate__``, which refuses; the prescan refuses
+    BUILD before that. Each load gets new wrappers, so nothing a pickle does to one outlives the load.
+    """
+
+    __slots__ = ("_fn",)
+    _fn: Callable[..., object]
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args: object) -> object:
+        return self._fn(*args)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise UnsafePickleError("a pickle tried to change an allowed function")
+
+    def __setstate__(self, state: object) -> None:
+        raise UnsafePickleError("BUILD on an allowed function")
+
+
 class PlainDataUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` (C implementation, full speed) that refuses every global and persistent id."""
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - see class docstring
+    def find_class(self, module: str, name: str) -> Any:
         # protocols 0-2 write Python 2 names ('__builtin__.exec'): report and match the Python 3 name
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         safe = _SAFE_GLOBALS.get((module, name))
         if safe is None:
-            raise UnsafePickleError(f"'{module}.{name}'")
-        return safe
+            raise UnsafePickleError(f"'{module:.60}.{name:.60}'")
+        return _SafeCall(safe)
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102
-        raise UnsafePickleError(f"persistent id {pid!r:.60}")  # pickle's hook for external objects
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"persistent id {bounded_repr(pid)}")  # pickle's hook for external objects
 
 
 def _refuse_extension(self: pickle._Unpickler) -> None:
@@ -90,11 +119,14 @@ class _PurePlainDataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 def loads_plain(data: bytes) -> Any:
     """Unpickle ``data`` into plain Python data, raising ``UnsafePickleError`` for anything else.
 
+    ``prescan`` runs first (``PickleShapeError`` for shapes no snapshot has; see prescan.py).
+
     The C unpickler serves EXT opcodes from ``copyreg._extension_cache`` *without* calling
     ``find_class`` (Modules/_pickle.c ``load_extension``). The cache is empty unless this process has
     unpickled a registered extension code, so the fast C path is used only while it is empty; otherwise
     the pure-Python reader (about 20x slower) refuses EXT opcodes itself.
     """
+    prescan(data)  # linear, refuses memo abuse, shared tuples, DUP, sets, BUILD, huge ints (prescan.py)
     if copyreg._extension_cache:  # type: ignore[attr-defined]
         return _PurePlainDataUnpickler(io.BytesIO(data)).load()
     return PlainDataUnpickler(io.BytesIO(data)).load()

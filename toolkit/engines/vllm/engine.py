@@ -656,10 +656,11 @@ class VllmEngine:
             raise EngineError(f"no images to send (give a folder with {', '.join(IMAGE_EXTENSIONS)} files "
                               "or a list)")
         header = self.header(name)
-        return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
+        self.last_run = run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=total, progress=progress,
                             desc=f"{header.effective_conf or 'default'} [{self.backend}]",
                             on_result=on_result)
+        return self.last_run
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def stop(self, timeout_s: float = STOP_TIMEOUT_S, namespaces: Sequence[Mapping[str, Any]] = ()) -> StopReport:
