@@ -131,6 +131,9 @@ class Run:
     finished_at_ns: int | None = None
     schema_version: int = SCHEMA_VERSION
     samples: tuple[MemorySample, ...] = ()
+    # the run file this run is (being) written to or was read from; None: kept in memory only. Not
+    # written into the file itself (a file that is moved stays right).
+    path: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
@@ -154,7 +157,7 @@ class Run:
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but the samples, as plain JSON-able data."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "samples"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("samples", "path")}
         d["engine_args"] = dict(self.engine_args)
         return d
 
@@ -204,7 +207,7 @@ class RunWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         started = header.started_at_ns or time.time_ns()
         self._header = replace(header, status="running", message=None, started_at_ns=started,
-                               finished_at_ns=None, samples=())
+                               finished_at_ns=None, samples=(), path=str(self.path))
         self._samples: list[MemorySample] = []
         self._fsync = fsync
         self._finished: Run | None = None
@@ -326,7 +329,7 @@ def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
     if version != SCHEMA_VERSION:
         raise RecordError(f"{where}: schema_version {version!r} is not supported (this toolkit reads "
                           f"{SCHEMA_VERSION}); upgrade ascend-memlab")
-    known = {f.name for f in fields(Run)} - {"samples"}
+    known = {f.name for f in fields(Run)} - {"samples", "path"}
     try:
         return Run(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
@@ -366,7 +369,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         records.append(obj)
     if not records or records[0]["kind"] != "run":
         raise RecordError(f"{p}: not a run file (first line is not a run header)")
-    run = _run_from_header(records[0], str(p))
+    run = replace(_run_from_header(records[0], str(p)), path=str(p))
     samples: list[MemorySample] = []
     end: dict[str, Any] | None = None
     for n, rec in enumerate(records[1:], start=2):

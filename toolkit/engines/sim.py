@@ -195,7 +195,8 @@ class SimEngine:
         self._programs: dict[tuple[Any, ...], Program] = {}
         self._decode = decode_program(self.preset, self.args, 1, self.workspace_policy)
         self._encoder_cache_addr: dict[str, int] = {}
-        self._next_index = 0
+        self._next_index = 0  # request_index: numbered from 0 in each run (run_images resets it)
+        self._served = 0  # requests this engine served: makes request ids unique over runs
         self._dead: str | None = None
         self.startup_log: list[str] = []
         self.budget: KvBudget = self._start()
@@ -349,7 +350,8 @@ class SimEngine:
         from toolkit.sim.oom import SimOutOfMemoryError
 
         if self._dead is not None:
-            raise EngineError(f"the simulated engine is dead ({self._dead}); create a new SimEngine")
+            raise EngineError(f"the simulated engine is dead ({self._dead}): start a new one "
+                              "(%ascend_llm MODEL, or a new SimEngine)")
         if max_tokens < 1:
             raise EngineError(f"max_tokens must be >= 1, got {max_tokens}")
         p, r = self.preset, self.args
@@ -375,7 +377,8 @@ class SimEngine:
             raise EngineError(f"prompt of {n_prompt} tokens does not fit max_model_len {r.args.max_model_len}")
         index = self._next_index
         self._next_index += 1
-        request_id = request_id or f"sim-{index}"
+        self._served += 1
+        request_id = request_id or f"sim-{self._served - 1}"
         n_out = self._output_tokens(index, max_tokens, n_prompt)
         info = dict(input_name=name, image_width_px=grid.width_px if grid else None,
                     image_height_px=grid.height_px if grid else None,
@@ -401,6 +404,11 @@ class SimEngine:
         except SimOutOfMemoryError as exc:
             status, message = "oom", str(exc)
             self._dead = f"out of memory at request {index}"
+        except KeyboardInterrupt:
+            # the request's program stopped half-way: its blocks stay allocated, so the simulated device no
+            # longer matches any state a real engine would be in after a request
+            self._dead = f"interrupted during request {index}, leaving the simulated device mid-request"
+            raise
         samples = self._sample(index, request_id, started, info, status, message)
         return RequestResult(request_index=index, request_id=request_id, status=status, message=message,
                              samples=samples, simulated=True, **info)  # type: ignore[arg-type]
@@ -429,22 +437,60 @@ class SimEngine:
                    conf=self.conf, effective_conf=self.effective_conf, device_capacity_bytes=self.capacity_bytes,
                    simulated=True, engine_args=args, started_at_ns=time.time_ns())
 
+    def _failed_input(self, index_item: Any, reason: str) -> RequestResult:
+        """A request whose input could not be read: no program runs, the memory is sampled as it is."""
+        index = self._next_index
+        self._next_index += 1
+        self._served += 1
+        request_id = f"sim-{self._served - 1}"
+        name = Path(index_item).name if isinstance(index_item, (str, os.PathLike)) else None
+        info = dict(input_name=name, image_width_px=None, image_height_px=None, resized_width_px=None,
+                    resized_height_px=None, visual_tokens=0, prompt_tokens=0, output_tokens=0)
+        self.device.reset_peak_memory_stats()
+        samples = self._sample(index, request_id, time.time_ns(), info, "error", reason)
+        return RequestResult(request_index=index, request_id=request_id, status="error", message=reason,
+                             samples=samples, simulated=True, **info)  # type: ignore[arg-type]
+
     def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
                    max_tokens: int = 1024, progress: bool = True, run_path: str | os.PathLike[str] | None = None,
                    name: str | None = None,
-                   on_result: Callable[[RequestResult], None] | None = None) -> Run:
+                   on_result: Callable[[RequestResult], None] | None = None,
+                   snapshots: Any = True) -> Run:
         """Send the images one by one (like the seed script); one ``MemorySample`` per request and rank.
 
-        ``images``: a folder (its image files, sorted by name) or a list of paths / PIL images. An OOM
-        ends the run with ``status="oom"`` at that request, every earlier sample kept (on disk too when a
-        run file is written: ``run_path``, or ``run_dir`` given to the engine).
+        ``images``: a folder (its image files, sorted by name) or a list of paths / PIL images. Requests
+        are numbered from 0 in each run. A file that cannot be read is a failed request (its reason as
+        message) and the run goes on; an OOM ends the run with ``status="oom"`` at that request; Ctrl-C
+        ends it as ``interrupted``; every earlier sample is kept and the run is returned (on disk too
+        when a run file is written: ``run_path``, or ``run_dir`` given to the engine; ``Run.path``).
+
+        ``snapshots``: True (default) records the allocator snapshot after each request
+        (``SnapshotRecorder``, compact: unchanged segments are stored once) so ``%mem_inspect run``
+        shows the allocator state; False records none; a ``SnapshotRecorder`` records into that one.
         """
+        from toolkit.snapshot.by_request import SnapshotRecorder, register_snapshots
+
+        if self._dead is not None:
+            raise EngineError(f"the simulated engine is dead ({self._dead}): start a new one "
+                              "(%ascend_llm MODEL, or a new SimEngine)")
         items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         header = self.header(name)
+        self._next_index = 0
+        recorder = SnapshotRecorder(self.device) if snapshots is True else (
+            None if snapshots is False or snapshots is None else snapshots)  # an empty recorder is falsy
+        callback = on_result
+        if recorder is not None:
+            register_snapshots(header.name, header.started_at_ns, recorder)
+
+            def callback(result: RequestResult) -> None:
+                recorder(result)
+                if on_result is not None:
+                    on_result(result)
+
         return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=len(items),
                             progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]",
-                            on_result=on_result)
+                            on_result=callback, failed_input=self._failed_input)
 
     def __repr__(self) -> str:
         return (f"SimEngine[simulated]({self.model}, platform={self.platform}, conf={self.effective_conf!r}, "

@@ -156,7 +156,7 @@ class LLMSession:
             platform = "cuda" if chosen == "cuda" else self.conf.platform
             if chosen == "cuda" and self.conf.platform != "cuda":
                 notes.append("the cuda backend reads PYTORCH_CUDA_ALLOC_CONF: set it with "
-                             "%alloc_conf --platform cuda ...")
+                             "%alloc_conf --platform cuda --use ...")
             self.engine = VllmEngine(model, backend=chosen, platform=platform, name=name, run_dir=self.run_dir,
                                      environ=self.conf.environ, **engine_args)
         self._engine_conf = conf

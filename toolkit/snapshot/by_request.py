@@ -139,3 +139,24 @@ class SnapshotRecorder:
         return len(self._snaps)
 
 
+
+# -- the snapshots an engine recorded for a run -----------------------------------------------------------
+# A ``Run`` is a frozen record that travels to disk as JSON; the snapshots of a simulated run stay in this
+# process. This registry lets ``%mem_inspect run`` (and ``Inspector(run)``) find them from the run alone.
+# Bounded: only the latest runs keep their snapshots (a recorder holds one compact snapshot per request).
+
+RECORDED_RUNS_KEPT = 16
+_RECORDED: dict[tuple[str, int], Any] = {}
+
+
+def register_snapshots(name: str, started_at_ns: int, source: Any) -> None:
+    """Remember ``source`` as the snapshots of the run ``(name, started_at_ns)`` (the latest runs only)."""
+    _RECORDED.pop((name, started_at_ns), None)
+    _RECORDED[(name, started_at_ns)] = source
+    while len(_RECORDED) > RECORDED_RUNS_KEPT:
+        del _RECORDED[next(iter(_RECORDED))]
+
+
+def snapshots_for(run: Any) -> Any:
+    """The snapshots recorded in this process for ``run`` (a ``Run``), or None."""
+    return _RECORDED.get((getattr(run, "name", None), getattr(run, "started_at_ns", None)))  # type: ignore[arg-type]

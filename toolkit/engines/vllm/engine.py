@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.conf import guard
-from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, opened_image
+from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, load_rgb
 from toolkit.core.errors import EngineError, TooLateError, ToolkitError
 from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
@@ -162,8 +162,7 @@ def measure_baseline(backend: str, timeout_s: float = BASELINE_TIMEOUT_S) -> dic
 def _load_image(image: Any) -> tuple[Any, str | None]:
     """(RGB PIL image, name) from a path or a PIL image."""
     if isinstance(image, (str, os.PathLike)):
-        with opened_image(image) as im:
-            return im.convert("RGB"), Path(image).name
+        return load_rgb(image), Path(image).name
     if not hasattr(image, "size") or not hasattr(image, "mode"):
         raise EngineError(f"image must be a PIL.Image or a path, got {type(image).__name__}")
     name = getattr(image, "filename", None)

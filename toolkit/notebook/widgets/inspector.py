@@ -27,7 +27,7 @@ from toolkit.notebook.widgets.display import (
     _figure_widget,
     _resolve_mode,
 )
-from toolkit.snapshot.by_request import snapshot_lookup
+from toolkit.snapshot.by_request import snapshot_lookup, snapshots_for
 
 # -- inspector -----------------------------------------------------------------------------------------
 
@@ -124,6 +124,8 @@ class Inspector:
         if not run.samples:
             raise WidgetError(f"run {run.name!r} has no samples to inspect")
         self.run = run
+        if snapshots is None:  # the snapshots the engine recorded for this run in this process, if any
+            snapshots = snapshots_for(run)
         self.lookup = snapshot_lookup(snapshots)
         self.mode = _resolve_mode(mode)
         self.scale = scale
@@ -160,7 +162,10 @@ class Inspector:
         sample = self._samples.get((request_index, rank))
         note = [self.run.name]
         if snap is None:
-            note.append("no allocator snapshot recorded for this request")
+            note.append("no allocator snapshot recorded for this request" + (
+                "" if self.run.simulated else
+                " (a real engine's state is in the snapshot files of llm.dump_snapshot(folder), taken "
+                "between llm.start_recording() and llm.stop_recording(); pass them with --snapshots)"))
         if sample is not None and sample.status != "ok":
             note.append(sample.status.upper())
         return _state_title(self.run, request_index, rank) + f"<br><sup>{html.escape(' — '.join(note))}</sup>"

@@ -1,0 +1,160 @@
+"""A new user's first ten minutes: comments after magics, options that do not stick, failures that cost one
+request, runs that say where they are on disk (issue 16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from toolkit.core.records import load_run
+from toolkit.notebook.conf_magics import ToolkitMagics
+from toolkit.notebook.conf_session import Session
+from toolkit.notebook.magic_args import split_line, strip_comment
+
+NPU, CUDA = "PYTORCH_NPU_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"
+
+
+# -- trailing comments ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("  # what a process started now reads", []),
+    ("expandable_segments:True,page_size:1g   # validated", ["expandable_segments:True,page_size:1g"]),
+    ("--platform cuda roundup_power2_divisions:[256:1,>:8]  # x", ["--platform", "cuda",
+                                                                  "roundup_power2_divisions:[256:1,>:8]"]),
+    ("'a # b' c  # d", ["a # b", "c"]),  # quoted: not a comment
+    ("model#1 --name x", ["model#1", "--name", "x"]),  # inside a word: not a comment (POSIX sh)
+    (r"a \# b", ["a", "#", "b"]),  # escaped
+])
+def test_a_trailing_comment_is_dropped_like_a_shell_does(line: str, words: list[str]) -> None:
+    assert split_line(line, "p") == words
+
+
+def test_strip_comment_keeps_lines_without_one() -> None:
+    assert strip_comment('x "y" z') == 'x "y" z'
+
+
+# -- what sticks ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def shell(env: dict[str, str]):
+    ip = InteractiveShell.instance()
+    magics = ToolkitMagics(ip, session=Session(env))
+    ip.register_magics(magics)
+    yield ip, magics.session
+    InteractiveShell.clear_instance()
+
+
+def test_platform_and_version_apply_to_one_call_only(shell, env) -> None:
+    ip, session = shell
+    status = ip.run_line_magic("alloc_conf", "--platform cuda --version 2.9 roundup_power2_divisions:4  # c")
+    assert status.platform == "cuda" and status.version == "2.9" and env[CUDA] == "roundup_power2_divisions:4"
+    assert "this call only" in str(status)
+    assert (session.platform, session.version) == ("npu", None)
+    # the next call validates for the default again: an NPU-only key is accepted, no "npu version '2.9'"
+    status = ip.run_line_magic("alloc_conf", "expandable_segments:True,page_size:1g")
+    assert status.platform == "npu" and env[NPU] == "expandable_segments:True,page_size:1g"
+    # naming npu alone means its newest release, never the CUDA version given before
+    assert ip.run_line_magic("alloc_conf", "--platform npu").version is None
+
+
+def test_use_keeps_them_the_table_says_so_and_reset_returns_to_the_default(shell, env) -> None:
+    ip, session = shell
+    status = ip.run_line_magic("alloc_conf", "--platform cuda --version 2.9 --use")
+    assert (session.platform, session.version) == ("cuda", "2.9")
+    kept = dict(status.defaults)
+    assert kept["platform"].startswith("cuda") and kept["version"] == "2.9"
+    assert "kept between calls" in str(status) and "kept between calls" in status._repr_html_()
+    assert ip.run_line_magic("alloc_conf", "max_split_size_mb:256").platform == "cuda"
+    status = ip.run_line_magic("alloc_conf", "--reset")
+    assert (session.platform, session.version) == ("npu", None) and status.platform == "npu"
+    assert env == {} and "defaults back to npu" in str(status)
+
+
+def test_use_needs_something_to_keep(shell) -> None:
+    ip, _ = shell
+    with pytest.raises(UsageError, match="--use keeps"):
+        ip.run_line_magic("alloc_conf", "--use")
+
+
+# -- failures cost one request ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from toolkit.workload.photos import generate_photo_set
+
+    folder = tmp_path_factory.mktemp("photos")
+    paths = generate_photo_set(folder, 6)
+    (folder / "0002_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG" * 8)
+    # a truncated JPEG: Pillow reads its header, decoding fails (what a real engine does)
+    data = paths[0].read_bytes()
+    (folder / "0004_truncated.jpg").write_bytes(data[: len(data) // 3])
+    return folder
+
+
+def test_an_unreadable_image_is_one_failed_request_and_the_run_goes_on(photos: Path, tmp_path: Path) -> None:
+    from toolkit.engines.sim import SimEngine
+
+    eng = SimEngine(tensor_parallel_size=2, run_dir=tmp_path)
+    run = eng.run_images(photos, progress=False, max_tokens=8)
+    names = [s.input_name for s in run.samples_of_rank(0)]
+    assert len(names) == 8 and run.status == "ok"
+    broken = [s for s in run.samples_of_rank(0) if s.input_name == "0002_broken.jpg"]
+    assert broken and broken[0].status == "error" and "not an image Pillow can read" in broken[0].message
+    assert run.requests_served == 7  # the header of the truncated file reads: the simulator sizes it
+    assert "1 request(s) failed on their input" in run.message
+    # the run says where it is, and the file holds the same samples
+    assert run.path is not None and Path(run.path).parent == tmp_path
+    assert load_run(run.path).samples == run.samples
+
+
+def test_the_real_engine_decodes_and_names_a_truncated_file(photos: Path) -> None:
+    from toolkit.workload.inputs import InputError, load_rgb
+
+    with pytest.raises(InputError, match="0004_truncated.jpg cannot be decoded"):
+        load_rgb(photos / "0004_truncated.jpg")
+
+
+def test_an_interrupt_returns_the_run_kept_so_far_and_says_where_in_one_line(
+        photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.engines.sim import SimEngine
+
+    eng = SimEngine(run_dir=tmp_path)
+    served = []
+
+    def stop_after_three(result) -> None:
+        served.append(result.request_index)
+        if len(served) == 3:
+            raise KeyboardInterrupt
+
+    run = eng.run_images(photos, progress=False, max_tokens=4, on_result=stop_after_three)
+    assert run.status == "interrupted" and len(run.samples) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and run.path in err and "Traceback" not in err
+    assert load_run(run.path).status == "interrupted" and len(load_run(run.path).samples) == 3
+
+
+def test_request_numbers_start_at_zero_in_each_run_and_ids_stay_unique(photos: Path) -> None:
+    from toolkit.engines.sim import SimEngine
+
+    eng = SimEngine()
+    first = eng.run_images(photos, progress=False, max_tokens=2)
+    second = eng.run_images(photos, progress=False, max_tokens=2)
+    assert [s.request_index for s in second.samples] == [s.request_index for s in first.samples] == list(range(8))
+    assert not {s.request_id for s in first.samples} & {s.request_id for s in second.samples}
+
+
+def test_inspecting_a_plain_run_shows_the_allocator_state(photos: Path) -> None:
+    from toolkit.engines.sim import SimEngine
+    from toolkit.notebook.widgets import Inspector
+
+    run = SimEngine().run_images(photos, progress=False, max_tokens=2)
+    snap = Inspector(run, mode="static").snapshot(0)
+    assert snap is not None and snap["segments"]
