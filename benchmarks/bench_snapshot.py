@@ -8,10 +8,12 @@ Prints the median wall time of each step over N runs (default 20).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
 
+from floors import check, finish, set_quick
 from toolkit.snapshot import (
     final_state,
     initial_state,
@@ -21,14 +23,22 @@ from toolkit.snapshot import (
     trace_events,
 )
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "cuda-transformer-forward-a.pickle"
+DEFAULT = Path(os.environ.get("MEMLAB_TRACES", Path(__file__).resolve().parents[2] / "shared" / "data" / "traces")
+               ) / "cuda-transformer-forward-a.pickle"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="3 repeats, nothing judged (the test suite's smoke)")
     args = parser.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        args.repeat = 3
+    if not args.path.is_file():
+        print(f"(trace not found at {args.path}: nothing to measure)")
+        return 0
     data = args.path.read_bytes()
     steps = {
         "load_snapshot (bytes -> normalised)": lambda: load_snapshot(data),
@@ -53,8 +63,12 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        print(f"  {name:42s} {statistics.median(times) * 1e3:8.2f} ms")
+        if name.startswith("total"):
+            check(name, statistics.median(times) * 1e3, 1000.0, "ms", higher_is_better=False, fmt=",.2f")
+        else:
+            print(f"  {name:42s} {statistics.median(times) * 1e3:8.2f} ms")
+    return finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -343,7 +343,8 @@ class VllmEngine:
         if "worker_extension_cls" in self.engine_args:
             raise EngineError("worker_extension_cls is set by the toolkit (its probes live there)")
         self.in_process = guard.engine_runs_in_process(self.environ)
-        self._next_index = 0
+        self._next_index = 0  # request_index: from 0 in each run (run_images resets it)
+        self._served = 0  # requests this engine served: unique request ids over runs
         self._dead: str | None = None
         self._llm: Any = None
         self._holder: dict[str, Any] = {}
@@ -582,7 +583,8 @@ class VllmEngine:
         sp = sampling_params or vllm.SamplingParams(max_tokens=max_tokens or self.max_tokens)
         index = self._next_index
         self._next_index += 1
-        request_id = request_id or f"{self.name}-{index}"
+        request_id = request_id or f"{self.name}-{self._served}"
+        self._served += 1
         started = time.time_ns()
         t0 = time.perf_counter_ns()
         try:
@@ -619,6 +621,21 @@ class VllmEngine:
                              output_tokens=len(completion.token_ids) if completion else 0,
                              text=completion.text if completion else None, **info)
 
+    def _failed_input(self, item: Any, reason: str) -> RequestResult:
+        """A request whose input could not be read: nothing reaches vLLM; every rank's memory is sampled."""
+        index = self._next_index
+        self._next_index += 1
+        request_id = f"{self.name}-{self._served}"
+        self._served += 1
+        info = dict(input_name=Path(item).name if isinstance(item, (str, os.PathLike)) else None,
+                    image_width_px=None, image_height_px=None, resized_width_px=None, resized_height_px=None)
+        started = time.time_ns()
+        samples = self._samples(index, request_id, started, 0, dict(info, visual_tokens=0, prompt_tokens=0,
+                                                                     output_tokens=0),
+                                self._rpc("memlab_sample", True), "error", reason)
+        return RequestResult(request_index=index, request_id=request_id, status="error", message=reason,
+                             samples=samples, visual_tokens=0, prompt_tokens=0, output_tokens=0, **info)
+
     # -- runs --------------------------------------------------------------------------------------------
     def header(self, name: str | None = None) -> Run:
         total = max((int(v) for v in self.baseline.get("total_bytes", {}).values()), default=0)
@@ -653,10 +670,11 @@ class VllmEngine:
             raise EngineError(f"no images to send (give a folder with {', '.join(IMAGE_EXTENSIONS)} files "
                               "or a list)")
         header = self.header(name)
+        self._next_index = 0  # requests are numbered from 0 in each run
         return run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=total, progress=progress,
                             desc=f"{header.effective_conf or 'default'} [{self.backend}]",
-                            on_result=on_result)
+                            on_result=on_result, failed_input=self._failed_input)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def stop(self, timeout_s: float = STOP_TIMEOUT_S, namespaces: Sequence[Mapping[str, Any]] = ()) -> StopReport:
@@ -741,7 +759,7 @@ class VllmEngine:
         rows = [("engine", f"{self.name} [{self.backend}]"), ("model", self.model), ("state", state),
                 ("mode", "in-process" if self.in_process else "multiprocess"),
                 ("processes", ", ".join(map(str, self.engine_pids)) or "none (in this process)"),
-                ("started in", f"{self.startup_s:.1f} s"), ("requests", str(self._next_index))]
+                ("started in", f"{self.startup_s:.1f} s"), ("requests served", str(self._served))]
         for w in self.workers:
             dev = "host memory" if w["backend"] == "host" else f"{w['backend']}:{w['device_index']}"
             rows.append((f"rank {w['rank']}", f"pid {w['pid']}, {dev}, baseline "
