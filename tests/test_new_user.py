@@ -158,3 +158,56 @@ def test_inspecting_a_plain_run_shows_the_allocator_state(photos: Path) -> None:
     run = SimEngine().run_images(photos, progress=False, max_tokens=2)
     snap = Inspector(run, mode="static").snapshot(0)
     assert snap is not None and snap["segments"]
+
+
+# -- what a vLLM user expects to read ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["0.99", "1.4", "0.5.0", "v0.27.0rc1"])
+def test_an_unknown_vllm_ascend_release_is_refused_with_the_known_range(shell, version: str) -> None:
+    ip, _ = shell
+    with pytest.raises(UsageError, match=r"known releases are 0\.7\.3rc1 to 0\.26\.x"):
+        ip.run_line_magic("alloc_conf", f"--policy {version}")
+
+
+def test_known_releases_still_work(shell) -> None:
+    ip, _ = shell
+    for version in ("0.13.0", "0.14.0rc1", "v0.18.0", "0.26.0rc1", "main"):
+        ip.run_line_magic("alloc_conf", f"--policy {version}")
+
+
+def test_an_out_of_range_request_is_refused_with_the_range(photos: Path) -> None:
+    from toolkit.engines.sim import SimEngine
+    from toolkit.notebook.widgets import Inspector, WidgetError
+
+    run = SimEngine().run_images(photos, progress=False, max_tokens=2, snapshots=False)
+    with pytest.raises(WidgetError, match="has requests 0 to 7: request 999 is out of range"):
+        Inspector(run, request=999, mode="static")
+
+
+def test_runs_are_named_by_their_conf_and_the_status_has_vllms_breakdown() -> None:
+    from toolkit.notebook.llm_session import LLMSession
+
+    s = LLMSession(Session({"PYTORCH_NPU_ALLOC_CONF": "expandable_segments:False"}), run_dir=None)
+    status = s.start("Qwen/Qwen3-VL-8B-Instruct", backend="sim", tensor_parallel_size=2)
+    rows = dict(status.rows)
+    assert rows["engine"] == "expandable_segments:False [simulated]"
+    for key in ("budget", "weights", "activation peak", "non-torch (vLLM's log)", "KV cache", "non-torch (samples)"):
+        assert key in rows, key
+    eng = s.engine
+    budget = eng.budget
+    assert rows["budget"].startswith(f"{budget.requested_bytes / 2**30:.2f} GiB = total 64.00 GiB")
+    # the two non-torch figures: the log's is the start-up growth, the samples' adds what was there before
+    # the engine and what vllm-ascend allocates after profiling; their sum is what a sample shows
+    dev = eng.device
+    shown = dev.device_used_bytes - dev.memory_reserved()
+    assert shown == dev.context_bytes + budget.non_torch_increase_bytes + eng.post_profile_non_torch_bytes
+    assert f"{shown / 2**30:.2f} GiB = {dev.context_bytes / 2**30:.2f} GiB before the engine" in rows[
+        "non-torch (samples)"]
+
+
+def test_expandable_runs_count_their_segments() -> None:
+    from toolkit.engines.sim import SimEngine
+
+    eng = SimEngine(conf="expandable_segments:True")
+    result = eng.generate("Hello", max_tokens=2)
+    assert result.samples[0].segment_count == len(eng.device.snapshot()["segments"]) > 0

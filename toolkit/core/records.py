@@ -80,7 +80,8 @@ class MemorySample:
     device_used_bytes: int = 0
     device_total_bytes: int = 0
     non_torch_bytes: int = 0
-    segment_count: int = 0
+    segment_count: int = 0  # segments as a snapshot lists them (the simulator counts expandable ones too;
+    # the real probes read torch's segment.all.current, which stays 0 for expandable segments)
     alloc_retries: int = 0  # cumulative num_alloc_retries
     num_ooms: int = 0  # cumulative num_ooms
     status: SampleStatus = "ok"

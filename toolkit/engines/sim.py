@@ -180,7 +180,9 @@ class SimEngine:
         self.workspace_policy = workspace or WorkspacePolicy()
         self.decode_steady_state = decode_steady_state
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.name = name or f"sim-{self.preset.name}-{self.effective_conf or 'default'}"
+        # named by what differs between runs (the conf): legends and tables then say "default" /
+        # "expandable_segments:True"; the model and backend are in every title and table already
+        self.name = name or self.effective_conf or "default"
         tp = tensor_parallel_size
         self.hccl_buffer_bytes = (HCCL_BUFFER_BYTES if tp > 1 else 0) if hccl_buffer_bytes is None \
             else hccl_buffer_bytes
@@ -290,7 +292,37 @@ class SimEngine:
             self._add_non_torch(self.post_profile_non_torch_bytes, "memory allocated after profiling")
         self.encoder_book = EncoderCacheBook(budget_embeds)
         self.startup_log.append(budget.summary())
+        self._non_torch_at_creation = init.non_torch_bytes  # vLLM's baseline: not in its non-torch figure
         return budget
+
+    def startup_rows(self) -> list[tuple[str, str]]:
+        """vLLM's start-up breakdown (``determine_available_memory``'s log), and why samples show more non-torch.
+
+        vLLM logs the non-torch memory that *grew* during start-up (``non_torch_increase``, measured from
+        engine creation: ``toolkit.workload.budget``); every sample shows all non-torch memory on the device
+        (``device_used - reserved``). The difference is what was there before the engine (the runtime
+        context) plus what vllm-ascend allocates after profiling, outside every budget (the ATB tiling pool,
+        vllm-ascend issue #14300).
+        """
+        b, g = self.budget, (lambda n: f"{n / 2**30:.2f} GiB")
+        dev = self.device
+        now = dev.device_used_bytes - dev.memory_reserved()
+        before, after = self._non_torch_at_creation, self.post_profile_non_torch_bytes
+        return [
+            ("budget", f"{g(b.requested_bytes)} = total {g(b.total_bytes)} x gpu_memory_utilization "
+                       f"{self.args.args.gpu_memory_utilization}"),
+            ("weights", g(b.weights_bytes)),
+            ("activation peak", f"{g(b.torch_peak_increase_bytes)} (profiling pass)"),
+            ("non-torch (vLLM's log)", f"{g(b.non_torch_increase_bytes)}: grown during start-up (communicator "
+                                       "buffers); measured from engine creation"),
+            ("KV cache", f"{g(b.kv_cache_bytes)} ({b.num_blocks} blocks, {b.kv_cache_tokens} tokens; "
+                         f"available {g(b.available_kv_cache_bytes)})"),
+            ("non-torch (samples)", f"{g(now)} = {g(before)} before the engine (runtime context) + "
+                                    f"{g(b.non_torch_increase_bytes)} start-up + {g(after)} allocated after "
+                                    "profiling (ATB tiling pool, vllm-ascend #14300)"
+                                    + (f" + {g(now - before - b.non_torch_increase_bytes - after)} since"
+                                       if now != before + b.non_torch_increase_bytes + after else "")),
+        ]
 
     # -- requests ----------------------------------------------------------------------------------------
     def _output_tokens(self, index: int, max_tokens: int, prompt_len: int) -> int:
@@ -317,7 +349,7 @@ class SimEngine:
             active_bytes=stats["active_bytes.all.current"],
             inactive_split_bytes=stats["inactive_split_bytes.all.current"],
             device_used_bytes=used, device_total_bytes=total, non_torch_bytes=used - reserved,
-            segment_count=stats["segment.all.current"], alloc_retries=stats["num_alloc_retries"],
+            segment_count=dev.snapshot_segment_count, alloc_retries=stats["num_alloc_retries"],
             num_ooms=stats["num_ooms"], status=status, message=message)  # type: ignore[arg-type]
         from dataclasses import replace
 

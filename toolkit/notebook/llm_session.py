@@ -202,7 +202,7 @@ class LLMSession:
         notes = (*notes, changed) if changed else notes
         if getattr(eng, "simulated", False) or getattr(eng, "backend", "") == "sim":
             rows = (("engine", f"{eng.name} [simulated]"), ("model", eng.model), ("platform", eng.platform),
-                    ("kv cache blocks", str(eng.budget.num_blocks)))
+                    ("tensor parallel", str(eng.args.tp)), *eng.startup_rows())
             conf_rows = (("conf (you asked)", repr(eng.conf)), ("conf (allocator gets)", repr(eng.effective_conf)))
             return EngineStatus("sim", True, rows, conf_rows, notes)
         return EngineStatus(eng.backend, False, tuple(eng.status_rows()), tuple(eng.conf.rows()), notes)

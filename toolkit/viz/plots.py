@@ -197,7 +197,9 @@ def _run_title(what: str, run: Run) -> str:
     tp = len(run.ranks)
     sub = [f"{var}: {_conf_label(run)}", run.model.rsplit("/", 1)[-1],
            run.backend + (f", TP {tp}" if tp > 1 else "")]
-    return f"{what}: {html.escape(run.name)}{sim}{status}<br><sup>{html.escape(' · '.join(sub))}</sup>"
+    # "simulated" before the name: a long name is what a narrow figure clips, and the label must stay
+    name = run.name if len(run.name) <= 48 else run.name[:47] + "…"
+    return f"{what}{sim}: {html.escape(name)}{status}<br><sup>{html.escape(' · '.join(sub))}</sup>"
 
 
 def _use_webgl(points: int, webgl: bool | None) -> bool:

@@ -138,6 +138,9 @@ class Inspector:
         self.requests = sorted({s.request_index for s in run.samples})
         failed = [s.request_index for s in run.samples if s.status != "ok"]
         self.first_failure = min(failed) if failed else None
+        if request is not None and not self.requests[0] <= request <= self.requests[-1]:
+            raise WidgetError(f"run {run.name!r} has requests {self.requests[0]} to {self.requests[-1]}: "
+                              f"request {request} is out of range")
         start = request if request is not None else (self.first_failure if failed else self.requests[-1])
         self.request = self._nearest(start)
         self._ui: dict[str, Any] = {}
