@@ -211,3 +211,22 @@ def test_expandable_runs_count_their_segments() -> None:
     eng = SimEngine(conf="expandable_segments:True")
     result = eng.generate("Hello", max_tokens=2)
     assert result.samples[0].segment_count == len(eng.device.snapshot()["segments"]) > 0
+
+
+def test_the_repository_vllm_ascend_folder_is_not_the_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the repository root on sys.path (an editable install does that) the runbook folder imports as an
+    empty namespace package; detection must not take it for vllm-ascend."""
+    import importlib.util
+    import sys
+
+    from toolkit.notebook.llm_session import module_installed
+
+    root = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setattr(sys, "path", [root, *sys.path])
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec("vllm_ascend")
+    if spec is not None and spec.origin is not None:
+        pytest.skip("a real vllm-ascend is installed here")
+    assert spec is not None  # the trap is real: find_spec alone says "installed"
+    assert module_installed("vllm_ascend") is False
+    assert module_installed("json") is True
