@@ -230,3 +230,40 @@ def test_the_repository_vllm_ascend_folder_is_not_the_plugin(monkeypatch: pytest
     assert spec is not None  # the trap is real: find_spec alone says "installed"
     assert module_installed("vllm_ascend") is False
     assert module_installed("json") is True
+
+
+# -- the conf sweep panel ------------------------------------------------------------------------------------
+
+def test_one_typo_is_one_line_in_the_sweep_panel() -> None:
+    from toolkit.notebook.widgets import ConfSweep
+
+    sweep = ConfSweep(lambda c, f: None, mode="static",  # type: ignore[arg-type,return-value]
+                      options={"expandable_segments": "-, True", "max_split_size_mb": "-, 128, lots, 512",
+                               "roundup_power2_divisions": "-, 4"})
+    lines = sweep.preview_lines()
+    typo = [line for line in lines if "lots" in line]
+    assert len(typo) == 1 and typo[0].startswith("max_split_size_mb: rejected 'lots'")
+    # expandable segments with max_split_size_mb: refused once, with a count, not once per combination
+    conflict = [line for line in lines if "cannot be combined" in line]
+    assert len(conflict) == 1 and "more" in conflict[0]
+    assert len(lines) == 3
+
+
+def test_switching_the_sweep_metric_removes_the_capacity_line_from_the_page() -> None:
+    from test_widgets import make_run  # the widget tests' synthetic runs
+
+    from toolkit.notebook.widgets import ConfSweep
+
+    sweep = ConfSweep(lambda conf, f: make_run(4, conf=conf, name=conf or "default"), mode="widget",
+                      options={"expandable_segments": "-, True"})
+    sweep.widget  # noqa: B018 - builds the panel
+    sweep.run()
+    fw = sweep._ui["figure"]
+    assert fw.layout.shapes  # reserved bytes: the device capacity line
+    sent: list[dict] = []
+    original = fw._send_relayout_msg
+    fw._send_relayout_msg = lambda data, **kw: (sent.append(data), original(data, **kw))[1]
+    sweep._ui["metric"].value = "inactive_split_bytes"
+    # the front end is told to drop the line (a relayout without "shapes" would keep it there)
+    assert any("shapes" in d and not d["shapes"] for d in sent), [sorted(d) for d in sent]
+    assert not fw.layout.shapes
