@@ -267,3 +267,60 @@ def test_switching_the_sweep_metric_removes_the_capacity_line_from_the_page() ->
     # the front end is told to drop the line (a relayout without "shapes" would keep it there)
     assert any("shapes" in d and not d["shapes"] for d in sent), [sorted(d) for d in sent]
     assert not fw.layout.shapes
+
+
+# -- simulated snapshots say what each block is -------------------------------------------------------------
+
+def test_simulated_snapshots_name_each_block_and_mark_requests(photos: Path) -> None:
+    from toolkit.engines.sim import SimEngine
+
+    eng = SimEngine()
+    snap = eng.snapshot()  # no history: the start-up's blocks are named anyway
+    names = {b["frames"][0]["name"] for s in snap["segments"] for b in s["blocks"] if b["frames"]}
+    assert "KV cache layer 3 (K)" in names
+    assert all(b["frames"] for s in snap["segments"] for b in s["blocks"] if b["state"] != "inactive")
+    eng.record_history()
+    result = eng.generate(image=sorted(photos.glob("0001_*"))[0], max_tokens=2)
+    snap = eng.snapshot()
+    trace = snap["device_traces"][0]
+    allocs = [e for e in trace if e["action"] == "alloc"]
+    assert allocs and all(e["frames"] for e in allocs)
+    assert any(e["frames"][0]["name"] == "vision block 12: attention output" for e in allocs)
+    assert all(set(f) == {"filename", "line", "name"} for e in allocs for f in e["frames"])  # torch's frame keys
+    # request boundaries, in torch's external_annotations layout, around the request's trace entries
+    start, end = snap["external_annotations"]
+    assert (start["stage"], end["stage"]) == ("START", "END") and start["name"] == end["name"]
+    assert start["name"].startswith(f"request {result.request_index}")
+    assert start["time_us"] < end["time_us"]
+
+
+def test_torchs_memory_viz_reads_the_frames(photos: Path) -> None:
+    pytest.importorskip("torch")
+    from torch.cuda import _memory_viz
+
+    from toolkit.engines.sim import SimEngine
+
+    eng = SimEngine(platform="cuda")
+    eng.record_history()
+    eng.generate(image=sorted(photos.glob("0001_*"))[0], max_tokens=2)
+    # torch's own reader: the folded stacks of its memory flamegraph (raw lines: no flamegraph.pl download)
+    folded = _memory_viz.memory(eng.snapshot(), format_flamegraph=lambda lines: lines)
+    assert "KV cache layer 3 " in folded and "embed_tokens" in folded  # CUDA: one KV tensor per layer
+    assert "vision block" not in folded  # the request's activations were freed: only live blocks are drawn
+
+
+def test_the_inspector_filters_to_segments_with_stranded_blocks(photos: Path) -> None:
+    from toolkit.engines.sim import SimEngine
+    from toolkit.notebook.widgets import Inspector
+    from toolkit.viz.plots import holds_stranded
+
+    run = SimEngine().run_images(photos, progress=False, max_tokens=2)
+    ins = Inspector(run, mode="widget", stranded_only=False)
+    snap = ins.snapshot()
+    stranded = [s for s in snap["segments"] if holds_stranded(s)]
+    assert stranded and len(stranded) < len(snap["segments"])
+    box = ins.widget  # noqa: F841
+    all_rows = len(ins._ui["state"].layout.yaxis.categoryarray)
+    ins._ui["stranded"].value = True
+    assert len(ins._ui["state"].layout.yaxis.categoryarray) == len(stranded) < all_rows
+    assert "stranded" in ins._ui["state"].layout.title.text

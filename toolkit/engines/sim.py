@@ -197,6 +197,10 @@ class SimEngine:
         self._programs: dict[tuple[Any, ...], Program] = {}
         self._decode = decode_program(self.preset, self.args, 1, self.workspace_policy)
         self._encoder_cache_addr: dict[str, int] = {}
+        self._block_frames: dict[int, list[dict[str, Any]]] = {}  # live block address -> what it is
+        self._history = False  # record_history(): trace with frames and request annotations
+        self._trace_frames: dict[int, list[dict[str, Any]]] = {}  # trace tick -> frames
+        self._annotations: list[dict[str, Any]] = []
         self._next_index = 0  # request_index: numbered from 0 in each run (run_images resets it)
         self._served = 0  # requests this engine served: makes request ids unique over runs
         self._dead: str | None = None
@@ -214,8 +218,14 @@ class SimEngine:
         return upstream_policy(environ, vllm_ascend_version).after.get(NPU_VAR, "")
 
     # -- program execution -------------------------------------------------------------------------------
-    def _run(self, program: Program) -> list[int]:
-        """Replay a program on the device; returns the slot -> address table (kept slots stay live)."""
+    def _run(self, program: Program, *, named: bool = False) -> list[int]:
+        """Replay a program on the device; returns the slot -> address table (kept slots stay live).
+
+        ``named`` (start-up programs, and every program while history is recorded): also remember what
+        each block is (``toolkit.workload.frames``) for ``snapshot()``; otherwise nothing but the calls.
+        """
+        if named or self._history:
+            return self._run_named(program)
         dev = self.device
         malloc, free, workspace = dev.malloc, dev.free, dev.workspace
         addrs = [0] * program.n_slots
@@ -227,6 +237,80 @@ class SimEngine:
             else:
                 workspace(n)
         return addrs
+
+    def _last_tick(self) -> int:
+        trace = self.device._trace  # the device's history ring (SimDevice.record_history); None when off
+        return trace[-1][4] if trace else -1
+
+    def _tag_new_entries(self, since: int, frames: list[dict[str, Any]]) -> None:
+        """Give the trace entries appended after tick ``since`` these frames (torch records the stack of
+        the call that caused them: the alloc, its segment_alloc, the frees)."""
+        trace = self.device._trace
+        if not trace:
+            return
+        for entry in reversed(trace):
+            if entry[4] <= since:
+                break
+            self._trace_frames[entry[4]] = frames
+
+    def _run_named(self, program: Program) -> list[int]:
+        from toolkit.workload.frames import block_frames
+
+        dev, known = self.device, self._block_frames
+        scopes = program.scopes or ("",) * program.n_slots
+        history = self._history
+        addrs = [0] * program.n_slots
+        for op, slot, n in program.ops:
+            since = self._last_tick() if history else 0
+            if op == OP_ALLOC:
+                addr = addrs[slot] = dev.malloc(n)
+                frames = known[addr] = block_frames(program.labels[slot], scopes[slot], program.name)
+            elif op == OP_FREE:
+                frames = known.pop(addrs[slot], [])
+                dev.free(addrs[slot])
+            else:
+                dev.workspace(n)
+                continue
+            if history:
+                self._tag_new_entries(since, frames)
+        return addrs
+
+    def record_history(self, enabled: bool = True, max_entries: int = 1_000_000) -> None:
+        """Record the device's trace (``SimDevice.record_history``) with what each block is, and request
+        boundaries as ``external_annotations`` (what torch's ``_record_memory_history`` plus
+        ``record_function`` give on a real engine); ``enabled=False`` stops and clears it."""
+        self.device.record_history("all" if enabled else None, max_entries=max_entries)
+        self._history = bool(enabled)
+        self._trace_frames.clear()
+        self._annotations.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """``SimDevice.snapshot()`` with frames naming each live block (weights, KV cache layers, encoder
+        outputs; every block while history is recorded) and, when recording, frames on the trace entries
+        and the requests as ``external_annotations``."""
+        snap = self.device.snapshot()
+        known = self._block_frames
+        for seg in snap["segments"]:
+            for b in seg["blocks"]:
+                if b["state"] != "inactive":
+                    b["frames"] = known.get(b["address"], [])
+        trace = self.device._trace
+        if trace:
+            entries = snap["device_traces"][0]
+            for tup, entry in zip(trace, entries[len(entries) - len(trace):]):
+                entry["frames"] = self._trace_frames.get(tup[4], [])
+            oldest = trace[0][4]
+            for tick in [t for t in self._trace_frames if t < oldest]:
+                del self._trace_frames[tick]  # fell out of the ring
+        if self._history:
+            snap["external_annotations"] = list(self._annotations)
+        return snap
+
+    def _annotate(self, name: str, stage: str) -> None:
+        # torch/csrc/cuda/memory_snapshot.cpp: {"name", "stage": START|END, "device", "time_us"}; the simulated
+        # clock is the trace's tick, so an annotation sits between the entries it encloses
+        self._annotations.append({"name": name, "stage": stage, "device": self.device.device,
+                                  "time_us": max(0, self._last_tick())})
 
     def _program(self, key: tuple[Any, ...], build: Any) -> Program:
         prog = self._programs.get(key)
@@ -261,9 +345,9 @@ class SimEngine:
         try:
             if self.hccl_buffer_bytes:
                 self._add_non_torch(self.hccl_buffer_bytes, "the communicator buffers")
-            self._run(runner_buffers_program(p, r))
+            self._run(runner_buffers_program(p, r), named=True)
             before_load = dev.memory_allocated()
-            self._run(weights_program(p, r))
+            self._run(weights_program(p, r), named=True)
             weights = dev.memory_allocated() - before_load
             # memory_profiling(): gc.collect(); empty_cache(); reset_peak_memory_stats(); measure
             dev.empty_cache()
@@ -285,7 +369,7 @@ class SimEngine:
                            page_bytes=kv_page_bytes(p, r), num_layers=p.text.num_hidden_layers,
                            block_size=r.block_size, max_model_len=r.args.max_model_len)
         try:
-            self._run(kv_cache_program(p, r, budget.num_blocks))
+            self._run(kv_cache_program(p, r, budget.num_blocks), named=True)
         except SimOutOfMemoryError as exc:
             raise EngineError(f"simulated engine start failed allocating the KV cache: {exc}") from None
         if self.post_profile_non_torch_bytes:
@@ -419,6 +503,8 @@ class SimEngine:
                     visual_tokens=visual, prompt_tokens=n_prompt, output_tokens=n_out)
         self.device.reset_peak_memory_stats()
         status, message = "ok", None
+        if self._history:
+            self._annotate(f"request {index}" + (f" ({name})" if name else ""), "START")
         try:
             if grid is not None and key is not None:
                 self._encode(key, grid)
@@ -441,6 +527,8 @@ class SimEngine:
             # longer matches any state a real engine would be in after a request
             self._dead = f"interrupted during request {index}, leaving the simulated device mid-request"
             raise
+        if self._history:
+            self._annotate(f"request {index}" + (f" ({name})" if name else ""), "END")
         samples = self._sample(index, request_id, started, info, status, message)
         return RequestResult(request_index=index, request_id=request_id, status=status, message=message,
                              samples=samples, simulated=True, **info)  # type: ignore[arg-type]
@@ -450,13 +538,20 @@ class SimEngine:
         if evicted is None:  # cannot happen: the cache holds at least the largest item
             raise EngineError(f"image of {grid.visual_tokens} tokens does not fit the encoder cache")
         for old in evicted:
-            self.device.free(self._encoder_cache_addr.pop(old))
+            addr = self._encoder_cache_addr.pop(old)
+            self._block_frames.pop(addr, None)
+            self.device.free(addr)
         if key in self._encoder_cache_addr:
             return  # cache hit: vLLM does not run the encoder again
         prog = self._program(("encoder", grid.resized_key),
                              lambda: encoder_program(self.preset, self.args, [grid], self.workspace_policy))
         addrs = self._run(prog)
-        self._encoder_cache_addr[key] = addrs[prog.kept_label("encoder_output")]
+        addr = self._encoder_cache_addr[key] = addrs[prog.kept_label("encoder_output")]
+        if addr not in self._block_frames:  # kept in the encoder cache: say what it is even without history
+            from toolkit.workload.frames import block_frames
+
+            self._block_frames[addr] = block_frames("encoder_output", f"image {grid.width_px}x{grid.height_px}",
+                                                    prog.name)
 
     # -- runs --------------------------------------------------------------------------------------------
     def header(self, name: str | None = None) -> Run:
@@ -508,7 +603,7 @@ class SimEngine:
         items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         header = self.header(name)
         self._next_index = 0
-        recorder = SnapshotRecorder(self.device) if snapshots is True else (
+        recorder = SnapshotRecorder(self) if snapshots is True else (
             None if snapshots is False or snapshots is None else snapshots)  # an empty recorder is falsy
         callback = on_result
         if recorder is not None:

@@ -105,6 +105,7 @@ class Inspector:
         scale: "bytes" or "fraction" (see ``plot_allocator_state``).
         max_height_px: the allocator view's height limit (rows get thinner; hover and zoom still work).
         mode: "widget", "static" (a plotly figure with its own slider) or "auto".
+        stranded_only: show only the segments holding stranded (inactive split) blocks (a checkbox too).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Inspector:
         max_segments: int | None = 400,
         max_height_px: int = 900,
         mode: Mode = "auto",
+        stranded_only: bool = False,
     ) -> None:
         if not isinstance(run, Run):
             raise WidgetError(f"Inspector needs a Run, got {type(run).__name__}")
@@ -131,6 +133,7 @@ class Inspector:
         self.scale = scale
         self.max_segments = max_segments
         self.max_height_px = max_height_px
+        self.stranded_only = stranded_only
         self.rank = run.ranks[0] if rank is None else rank
         if self.rank not in run.ranks:
             raise WidgetError(f"run {run.name!r} has no rank {self.rank} (ranks: {list(run.ranks)})")
@@ -181,7 +184,8 @@ class Inspector:
         rk = self.rank if rank is None else rank
         snap = self.lookup(req, rk)
         if snap is not None:
-            fig = plot_allocator_state(snap, scale=self.scale, max_segments=self.max_segments)
+            fig = plot_allocator_state(snap, scale=self.scale, max_segments=self.max_segments,
+                                       stranded_only=self.stranded_only)
             fig.update_layout(height=min(fig.layout.height, self.max_height_px))
             summary = fig.layout.title.text.split("<br>", 1)[1] if "<br>" in fig.layout.title.text else ""
             fig.update_layout(title=self._title(req, rk, snap) + ("<br>" + summary if summary else ""),
@@ -243,6 +247,16 @@ class Inspector:
                                     layout=w.Layout(width="140px"))
             ui["rank"].observe(lambda ch: self.show(self.request, ch["new"]), names="value")
             controls.append(ui["rank"])
+        ui["stranded"] = w.Checkbox(value=self.stranded_only, description="only segments with stranded blocks",
+                                    indent=False, layout=w.Layout(width="260px"),
+                                    tooltip="segments whose free split blocks cannot be returned (inactive split)")
+
+        def stranded_changed(ch: Any) -> None:
+            self.stranded_only = bool(ch["new"])
+            self._render()
+
+        ui["stranded"].observe(stranded_changed, names="value")
+        controls.append(ui["stranded"])
         ui["prev"].on_click(lambda _b: self.step(-1))
         ui["next"].on_click(lambda _b: self.step(+1))
         ui["slider"].observe(lambda ch: self.show(ch["new"]), names="value")
@@ -296,7 +310,8 @@ class Inspector:
         ui = self._ui
         snap = self.lookup(self.request, self.rank)
         traces, layout = allocator_state_traces(snap, scale=self.scale, max_segments=self.max_segments,
-                                                max_height_px=self.max_height_px)
+                                                max_height_px=self.max_height_px,
+                                                stranded_only=self.stranded_only)
         summary = layout.pop("summary")
         fw = ui["state"]
         with fw.batch_update():

@@ -68,7 +68,9 @@ def watch(
         device = getattr(engine, "device", None)
         if device is None or not hasattr(device, "snapshot"):
             raise WidgetError(f"{type(engine).__name__} exposes no device.snapshot(): pass record_snapshots=False")
-        recorder = SnapshotRecorder(device, every=snapshot_every)
+        # the engine's own snapshot() names the blocks (SimEngine); a bare device snapshot does not
+        source = engine if callable(getattr(engine, "snapshot", None)) else device
+        recorder = SnapshotRecorder(source, every=snapshot_every)
     params = inspect.signature(engine.run_images).parameters
     if "snapshots" in params:  # the engine records into our recorder itself (and registers it for the run)
         run_kwargs["snapshots"] = recorder if recorder is not None else False
