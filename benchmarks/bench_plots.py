@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from floors import check, finish, set_quick
 from toolkit.viz.plots import plot_compare, plot_run
 from toolkit.core.records import MemorySample, Run
 from toolkit.core.units import GiB, MiB
@@ -68,7 +69,8 @@ def bench_figures(n: int, n_runs: int, repeat: int) -> None:
     runs = [synthetic_run(n, i, confs[i % len(confs)]) for i in range(n_runs)]
     print(f"1. figures: {n_runs} runs x {n:,} requests (median of {repeat})")
     t, fig = timed(lambda: plot_compare(runs, "reserved_bytes"), repeat)
-    print(f"   plot_compare (reserved)              {t * 1e3:8.1f} ms   [{fig.data[0].type}]   target < 1000 ms")
+    print(f"   plot_compare (reserved)              {t * 1e3:8.1f} ms   [{fig.data[0].type}]")
+    check(f"plot_compare, {n_runs} runs x {n:,} requests", t * 1e3, 1000.0, "ms", higher_is_better=False)
     t, _ = timed(lambda: plot_compare(runs, "fragmentation_bytes"), repeat)
     print(f"   plot_compare (reserved - allocated)  {t * 1e3:8.1f} ms")
     t, js = timed(lambda: fig.to_json(), repeat)
@@ -77,12 +79,12 @@ def bench_figures(n: int, n_runs: int, repeat: int) -> None:
     print(f"   plot_run (one run, 5 metrics)        {t * 1e3:8.1f} ms")
 
 
-def live_measurements(photos_dir: str, n: int) -> dict[str, dict[str, float]]:
+def live_measurements(photos_dir: str, n: int, repeats: int = 3) -> dict[str, dict[str, float]]:
     """Engine wall time for ``n`` photos: without a view, with the live figure, and with snapshots too."""
     from toolkit.engines.sim import SimEngine
     from toolkit.workload.photos import generate_photo_set
     from toolkit.engines.scenarios import SEED_DEVICE_BYTES, SEED_ENGINE_ARGS, SEED_MODEL
-    from toolkit.notebook.widgets import LiveFigure, SnapshotRecorder, observe_requests
+    from toolkit.notebook.widgets import LiveFigure, SnapshotRecorder
 
     photos = generate_photo_set(photos_dir, n, seed=0)
 
@@ -100,8 +102,7 @@ def live_measurements(photos_dir: str, n: int) -> dict[str, dict[str, float]]:
                 c(result)
             in_views[0] += time.perf_counter() - t
 
-        with observe_requests(eng, on_result):
-            run = eng.run_images(photos, max_tokens=1024, progress=False)
+        run = eng.run_images(photos, max_tokens=1024, progress=False, on_result=on_result, snapshots=False)
         if fig is not None:
             t = time.perf_counter()
             fig.finish(run)
@@ -113,10 +114,10 @@ def live_measurements(photos_dir: str, n: int) -> dict[str, dict[str, float]]:
 
     measure(False, False)  # warm-up: imports, photo decoding caches
     results: dict[str, list[dict[str, float]]] = {"bare": [], "live": [], "live_snap": []}
-    for _ in range(3):  # interleaved, median by wall time: the machine is shared
+    for _ in range(repeats):  # interleaved, median by wall time: the machine is shared
         for key, (live, snap) in (("bare", (False, False)), ("live", (True, False)), ("live_snap", (True, True))):
             results[key].append(measure(live, snap))
-    return {k: sorted(v, key=lambda r: r["wall_s"])[1] for k, v in results.items()}
+    return {k: sorted(v, key=lambda r: r["wall_s"])[len(v) // 2] for k, v in results.items()}
 
 
 def _report_live(where: str, res: dict[str, dict[str, float]]) -> None:
@@ -134,13 +135,17 @@ def _report_live(where: str, res: dict[str, dict[str, float]]) -> None:
             if r["snapshot_s"]:
                 line += f"; snapshots {r['snapshot_s'] / r['requests'] * 1e3:.2f} ms/request"
         print(line)
+    live = res["live"]
+    # README: the live figure costs "~6 % of a simulated request"; more than 10 % and the claim is wrong
+    check(f"live figure's share of the run ({where.split(' (')[0]})", live["views_s"] / live["wall_s"] * 100,
+          10.0, "%", higher_is_better=False)
 
 
-def bench_live(n: int, in_kernel: bool) -> None:
+def bench_live(n: int, in_kernel: bool, repeats: int = 3) -> None:
     print(f"2. live figure during a simulated run (seed engine, {n} photos, TP 2, redraw interval 0.25 s)")
     with tempfile.TemporaryDirectory() as tmp:
         photos = str(Path(tmp) / "photos")
-        _report_live("in this process (no kernel)", live_measurements(photos, n))
+        _report_live("in this process (no kernel)", live_measurements(photos, n, repeats))
         if in_kernel:
             _report_live("inside an IPython kernel (comm messages sent over ZMQ)", _in_kernel(photos, n))
 
@@ -187,19 +192,24 @@ def bench_flood(n: int) -> None:
           f"({live.flush_seconds / total * 100:.1f} % of {total:.2f} s in redraws)")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sim-requests", type=int, default=120)
     parser.add_argument("--no-kernel", action="store_true", help="skip the in-kernel measurement")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no kernel, nothing judged (smoke)")
     args = parser.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        args.requests, args.runs, args.repeat, args.sim_requests, args.no_kernel = 500, 2, 1, 4, True
     print(f"python {sys.version.split()[0]}")
     bench_figures(args.requests, args.runs, args.repeat)
-    bench_live(args.sim_requests, not args.no_kernel)
+    bench_live(args.sim_requests, not args.no_kernel, 1 if args.quick else 3)
     bench_flood(args.requests)
+    return finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

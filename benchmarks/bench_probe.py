@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+VLLM_PYTHON = Path(os.environ.get("MEMLAB_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+PROBE_FLOOR_MS = 5.0  # the target this benchmark has always stated: one sample round trip under 5 ms
 SIZES = ((64, 48), (300, 200), (640, 480), (200, 640))
 
 
@@ -31,8 +32,9 @@ def _reexec_if_needed() -> None:
     except ImportError:
         if VLLM_PYTHON.exists() and Path(sys.prefix).resolve() != VLLM_PYTHON.parent.parent.resolve():
             os.execv(str(VLLM_PYTHON), [str(VLLM_PYTHON), *sys.argv])
-        sys.exit(f"bench_probe: needs vLLM (CPU): create {VLLM_PYTHON.parent.parent} with "
-                 "scripts/setup_cpu_engine.sh")
+        print(f"bench_probe: SKIPPED, needs vLLM (CPU): create {VLLM_PYTHON.parent.parent} with "
+              "scripts/setup_cpu_engine.sh (or set MEMLAB_VLLM_PYTHON)")
+        sys.exit(0)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -40,13 +42,21 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--in-process", action="store_true", help="VLLM_ENABLE_V1_MULTIPROCESSING=0")
     parser.add_argument("--model", default=None, help="model folder (default: the tiny model, generated)")
+    parser.add_argument("--quick", action="store_true", help="in-process, 4 requests, nothing judged (smoke)")
     args = parser.parse_args()
     _reexec_if_needed()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(1, str(ROOT))  # this checkout's toolkit, whichever interpreter runs this
+    from floors import check, finish, set_quick
+
+    set_quick(args.quick)
+    if args.quick:
+        args.requests, args.in_process = 4, True
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if args.in_process:
@@ -93,9 +103,10 @@ def main() -> None:
     print(f"  probe share of request time  median {statistics.median(share) * 100:6.1f} %    "
           f"max {max(share) * 100:6.1f} %")
     print(f"  VllmEngine.generate (all)    median {statistics.median(full_ms):7.2f} ms")
-    ok = statistics.median(rpc_ms) < 5.0
-    print(f"  target met: {ok}")
+    check("sample round trip, median", statistics.median(rpc_ms), PROBE_FLOOR_MS, "ms", higher_is_better=False,
+          fmt=",.2f")
+    return finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,11 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from floors import check, finish, set_quick
 from toolkit.replay import replay, replay_events
 from toolkit.sim import SimDevice
 from toolkit.snapshot import initial_state, load_snapshot, normalize_snapshot, trace_events
 
 MiB = 1 << 20
+REPLAY_FLOOR_EVENTS_PER_S = 300_000  # the floor this benchmark has always stated (module docstring)
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / "shared/data/traces/cuda-transformer-forward-a.pickle"
 
 
@@ -117,14 +119,18 @@ def largest_recording(folder: Path) -> tuple[Path, int, int] | None:
     return best
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=Path(os.environ.get("MEMLAB_TRACES", DEFAULT_TRACE.parent))
                         / DEFAULT_TRACE.name)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="20k events, one repeat, nothing judged (smoke)")
     args = parser.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        args.events, args.repeat = 20_000, 1
     rows: list[tuple[str, int, int, tuple[float, float]]] = []  # name, events, ops, (wall, cpu) seconds
 
     if args.trace.is_file():
@@ -133,10 +139,10 @@ def main() -> None:
         events = trace_events(snap)
         n_ops = sum(e.action in ("alloc", "free_requested") for e in events)
         for conf in ("", "expandable_segments:True"):
-            secs = best_of(max(args.repeat, 10), lambda c=conf: seeded_device(snap, "cuda", c),
+            secs = best_of(args.repeat if args.quick else max(args.repeat, 10), lambda c=conf: seeded_device(snap, "cuda", c),
                            lambda dev: replay_events(dev, events))
             rows.append((f"public trace, replay loop, conf={conf!r}", len(events), n_ops, secs))
-        secs = best_of(max(args.repeat, 10), lambda: None, lambda _: replay(data))
+        secs = best_of(args.repeat if args.quick else max(args.repeat, 10), lambda: None, lambda _: replay(data))
         rows.append(("public trace, end to end (load+rebuild+replay)", len(events), n_ops, secs))
         largest = largest_recording(args.trace.parent)
         if largest is not None:
@@ -182,7 +188,13 @@ def main() -> None:
     for name, n_events, n_ops_row, (wall, cpu) in rows:
         ev = f"{n_events / wall:9,.0f} {n_events / cpu:9,.0f}" if n_events else f"{'-':>9s} {'-':>9s}"
         print(f"{name:58s} {n_events or '-':>9} {wall:7.3f} {ev} {n_ops_row / wall:9,.0f} {n_ops_row / cpu:9,.0f}")
+    print("floors (README: replay throughput, one core):")
+    for name, n_events, _, (wall, _cpu) in rows:
+        if n_events and "replay loop" in name:
+            check(name.replace("replay loop, ", ""), n_events / wall, REPLAY_FLOOR_EVENTS_PER_S, "events/s",
+                  fmt=",.0f")
+    return finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ type checks), since absolute times depend on how busy the machine is.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import random
 import statistics
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from floors import check, finish, set_quick
 from toolkit.snapshot import (
     final_state,
     initial_state,
@@ -27,7 +29,8 @@ from toolkit.snapshot import (
     trace_events,
 )
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "cuda-transformer-forward-a.pickle"
+DEFAULT = Path(os.environ.get("MEMLAB_TRACES", Path(__file__).resolve().parents[2] / "shared" / "data" / "traces")
+               ) / "cuda-transformer-forward-a.pickle"
 
 
 def synthetic_snapshot(events: int, seed: int = 0) -> dict[str, Any]:
@@ -70,14 +73,21 @@ def bench_large(events: int, repeat: int) -> None:
     print(f"  ratio load_snapshot / pickle.loads: {medians['load_snapshot (prescan + restricted unpickler + checks)'] / base:.2f}")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="3 repeats, nothing judged (the test suite's smoke)")
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the synthetic snapshot (0: skip)")
     args = parser.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        args.repeat, args.events = 3, min(args.events, 20_000)
     if args.events:
         bench_large(args.events, max(1, min(args.repeat, 3)))
+    if not args.path.is_file():
+        print(f"(trace not found at {args.path}: nothing to measure)")
+        return 0
     data = args.path.read_bytes()
     steps = {
         "load_snapshot (bytes -> normalised)": lambda: load_snapshot(data),
@@ -102,8 +112,12 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        print(f"  {name:42s} {statistics.median(times) * 1e3:8.2f} ms")
+        if name.startswith("total"):
+            check(name, statistics.median(times) * 1e3, 1000.0, "ms", higher_is_better=False, fmt=",.2f")
+        else:
+            print(f"  {name:42s} {statistics.median(times) * 1e3:8.2f} ms")
+    return finish()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -129,7 +129,8 @@ def test_caching_allocator_oom_stops_the_run_and_keeps_samples(photos: list[Path
     # another process takes most of the free device memory (mem_get_info counts it, vLLM cannot)
     eng.device.external_bytes += eng.device.mem_get_info()[0] - 256 * 2**20
     run = eng.run_images(small + big + small, progress=False, max_tokens=16)
-    assert run.status == "oom" and "out of memory at request 4" in run.message
+    # requests are numbered per run: the big photo is request 2 of this run (not 4 of the engine)
+    assert run.status == "oom" and "out of memory at request 2" in run.message
     assert [s.status for s in run.samples_of_rank(0)] == ["ok", "ok", "oom"]
     oom = run.samples_of_rank(1)[-1]
     assert oom.message.startswith("NPU out of memory. Tried to allocate") and oom.num_ooms == 1

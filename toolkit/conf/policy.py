@@ -29,6 +29,12 @@ from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import GENERIC_VAR, NPU_VAR
 
 DEFAULT_FROM = Version("0.14.0rc1")  # first tag with PR #5855; releases/v0.13.0 does not have it
+# The releases this model knows. vllm-ascend docs/source/community/versioning_policy.md: "v0.7.3rc1 will be
+# the first pre-release of vLLM Ascend"; the newest line whose vllm_ascend/platform.py
+# (_set_pytorch_npu_alloc_env) this model was checked against is releases/v0.26.0rc. Anything outside is a typo
+# (0.99, 1.4) or a release whose rewrite nobody has read yet: refuse it rather than guess.
+OLDEST_KNOWN = Version("0.7.3rc1")
+NEWEST_KNOWN_LINE = (0, 26)
 EXPANDABLE = "expandable_segments:True"
 # The NPU allocator refuses expandable segments together with these keys (allocator-spec §1.6).
 _EXCLUSIVE = ("max_split_size_mb", "garbage_collection_threshold")
@@ -69,11 +75,16 @@ def parse_vllm_ascend_version(text: str | None) -> Version | None:
     if text is None or text.strip().lower() in ("", "main", "latest"):
         return None
     try:
-        return Version(text.strip().lstrip("vV"))
+        ver = Version(text.strip().lstrip("vV"))
     except InvalidVersion:
         raise ToolkitError(
             f"unknown vllm-ascend version {text!r}: write it like 0.14.0rc1, v0.18.0 or main"
         ) from None
+    if ver < OLDEST_KNOWN or ver.release[:2] > NEWEST_KNOWN_LINE:
+        newest = ".".join(map(str, NEWEST_KNOWN_LINE))
+        raise ToolkitError(f"unknown vllm-ascend version {text!r}: known releases are {OLDEST_KNOWN} to "
+                           f"{newest}.x (or main for the newest behaviour)")
+    return ver
 
 
 def _alloc_vars(environ: Mapping[str, str]) -> dict[str, str]:

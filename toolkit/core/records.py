@@ -80,7 +80,8 @@ class MemorySample:
     device_used_bytes: int = 0
     device_total_bytes: int = 0
     non_torch_bytes: int = 0
-    segment_count: int = 0
+    segment_count: int = 0  # segments as a snapshot lists them (the simulator counts expandable ones too;
+    # the real probes read torch's segment.all.current, which stays 0 for expandable segments)
     alloc_retries: int = 0  # cumulative num_alloc_retries
     # bytes the Ascend driver keeps mapped in its devmm heap caches (part of non_torch; 0 where the driver
     # is not modelled or in run files written before this field existed)
@@ -134,6 +135,9 @@ class Run:
     finished_at_ns: int | None = None
     schema_version: int = SCHEMA_VERSION
     samples: tuple[MemorySample, ...] = ()
+    # the run file this run is (being) written to or was read from; None: kept in memory only. Not
+    # written into the file itself (a file that is moved stays right).
+    path: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
@@ -173,7 +177,7 @@ class Run:
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but the samples, as plain JSON-able data."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "samples"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("samples", "path")}
         d["engine_args"] = dict(self.engine_args)
         return d
 
@@ -223,7 +227,7 @@ class RunWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         started = header.started_at_ns or time.time_ns()
         self._header = replace(header, status="running", message=None, started_at_ns=started,
-                               finished_at_ns=None, samples=())
+                               finished_at_ns=None, samples=(), path=str(self.path))
         self._samples: list[MemorySample] = []
         self._fsync = fsync
         self._finished: Run | None = None
@@ -389,7 +393,7 @@ def _run_from_header(data: Mapping[str, Any], where: str) -> Run:
         raise RecordError(f"{where}: schema_version {bounded_repr(version)} is not supported (this toolkit reads "
                           f"{SCHEMA_VERSION}); upgrade ascend-memlab")
     _check_types(data, _RUN_TYPES, f"{where}: run header")
-    known = {f.name for f in fields(Run)} - {"samples"}
+    known = {f.name for f in fields(Run)} - {"samples", "path"}
     try:
         return Run(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
@@ -471,7 +475,7 @@ def load_run(path: str | os.PathLike[str], *, max_bytes: int = MAX_RUN_FILE_BYTE
         records.append((i + 1, obj))
     if not records or records[0][1]["kind"] != "run":
         raise RecordError(f"{p}: not a run file (first line is not a run header)")
-    run = _run_from_header(records[0][1], str(p))
+    run = replace(_run_from_header(records[0][1], str(p)), path=str(p))
     samples: list[MemorySample] = []
     seen: set[tuple[int, int]] = set()
     end: dict[str, Any] | None = None

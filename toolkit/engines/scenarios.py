@@ -177,7 +177,10 @@ def seed_scenario(n_photos: int = 300, confs: Sequence[ScenarioConf | str] = SEE
         engine = SimEngine(SEED_MODEL, conf=sc.conf, memory_fraction=sc.memory_fraction, seed=seed, **kwargs)
         path = runs_dir / f"{i}-{''.join(ch if ch.isalnum() else '_' for ch in sc.name)}.jsonl"
         path.unlink(missing_ok=True)  # the scenario owns out_dir/runs: a rerun replaces its runs
-        run = engine.run_images(photos, max_tokens=max_tokens, progress=progress, run_path=path, name=sc.name)
+        # no per-request snapshots: four confs x hundreds of photos would hold them all for a summary table
+        # (watch() or SimEngine.run_images record them for the inspector)
+        run = engine.run_images(photos, max_tokens=max_tokens, progress=progress, run_path=path, name=sc.name,
+                                snapshots=False)
         runs[sc.name] = run
         summaries.append(ConfSummary.of(sc, run, len(photos), str(path), time.perf_counter() - started))
     args = dict(SEED_ENGINE_ARGS, **{k: v for k, v in engine_kwargs.items() if isinstance(v, (int, float, str))})

@@ -193,7 +193,9 @@ class SimEngine:
         self.workspace_policy = workspace or WorkspacePolicy()
         self.decode_steady_state = decode_steady_state
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.name = name or f"sim-{self.preset.name}-{self.effective_conf or 'default'}"
+        # named by what differs between runs (the conf): legends and tables then say "default" /
+        # "expandable_segments:True"; the model and backend are in every title and table already
+        self.name = name or self.effective_conf or "default"
         tp = tensor_parallel_size
         self.hccl_buffer_bytes = (HCCL_BUFFER_BYTES if tp > 1 else 0) if hccl_buffer_bytes is None \
             else hccl_buffer_bytes
@@ -210,7 +212,12 @@ class SimEngine:
         self._decode = (self._recorded.decode() if self._recorded else None) or \
             decode_program(self.preset, self.args, 1, self.workspace_policy)
         self._encoder_cache_addr: dict[str, int] = {}
-        self._next_index = 0
+        self._block_frames: dict[int, list[dict[str, Any]]] = {}  # live block address -> what it is
+        self._history = False  # record_history(): trace with frames and request annotations
+        self._trace_frames: dict[int, list[dict[str, Any]]] = {}  # trace tick -> frames
+        self._annotations: list[dict[str, Any]] = []
+        self._next_index = 0  # request_index: numbered from 0 in each run (run_images resets it)
+        self._served = 0  # requests this engine served: makes request ids unique over runs
         self._dead: str | None = None
         self.startup_log: list[str] = []
         self.budget: KvBudget = self._start()
@@ -240,8 +247,14 @@ class SimEngine:
         return upstream_policy(environ, vllm_ascend_version).after.get(NPU_VAR, "")
 
     # -- program execution -------------------------------------------------------------------------------
-    def _run(self, program: Program) -> list[int]:
-        """Replay a program on the device; returns the slot -> address table (kept slots stay live)."""
+    def _run(self, program: Program, *, named: bool = False) -> list[int]:
+        """Replay a program on the device; returns the slot -> address table (kept slots stay live).
+
+        ``named`` (start-up programs, and every program while history is recorded): also remember what
+        each block is (``toolkit.workload.frames``) for ``snapshot()``; otherwise nothing but the calls.
+        """
+        if named or self._history:
+            return self._run_named(program)
         dev = self.device
         malloc, free, workspace = dev.malloc, dev.free, dev.workspace
         addrs = [0] * program.n_slots
@@ -253,6 +266,80 @@ class SimEngine:
             else:
                 workspace(n)
         return addrs
+
+    def _last_tick(self) -> int:
+        trace = self.device._trace  # the device's history ring (SimDevice.record_history); None when off
+        return trace[-1][4] if trace else -1
+
+    def _tag_new_entries(self, since: int, frames: list[dict[str, Any]]) -> None:
+        """Give the trace entries appended after tick ``since`` these frames (torch records the stack of
+        the call that caused them: the alloc, its segment_alloc, the frees)."""
+        trace = self.device._trace
+        if not trace:
+            return
+        for entry in reversed(trace):
+            if entry[4] <= since:
+                break
+            self._trace_frames[entry[4]] = frames
+
+    def _run_named(self, program: Program) -> list[int]:
+        from toolkit.workload.frames import block_frames
+
+        dev, known = self.device, self._block_frames
+        scopes = program.scopes or ("",) * program.n_slots
+        history = self._history
+        addrs = [0] * program.n_slots
+        for op, slot, n in program.ops:
+            since = self._last_tick() if history else 0
+            if op == OP_ALLOC:
+                addr = addrs[slot] = dev.malloc(n)
+                frames = known[addr] = block_frames(program.labels[slot], scopes[slot], program.name)
+            elif op == OP_FREE:
+                frames = known.pop(addrs[slot], [])
+                dev.free(addrs[slot])
+            else:
+                dev.workspace(n)
+                continue
+            if history:
+                self._tag_new_entries(since, frames)
+        return addrs
+
+    def record_history(self, enabled: bool = True, max_entries: int = 1_000_000) -> None:
+        """Record the device's trace (``SimDevice.record_history``) with what each block is, and request
+        boundaries as ``external_annotations`` (what torch's ``_record_memory_history`` plus
+        ``record_function`` give on a real engine); ``enabled=False`` stops and clears it."""
+        self.device.record_history("all" if enabled else None, max_entries=max_entries)
+        self._history = bool(enabled)
+        self._trace_frames.clear()
+        self._annotations.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """``SimDevice.snapshot()`` with frames naming each live block (weights, KV cache layers, encoder
+        outputs; every block while history is recorded) and, when recording, frames on the trace entries
+        and the requests as ``external_annotations``."""
+        snap = self.device.snapshot()
+        known = self._block_frames
+        for seg in snap["segments"]:
+            for b in seg["blocks"]:
+                if b["state"] != "inactive":
+                    b["frames"] = known.get(b["address"], [])
+        trace = self.device._trace
+        if trace:
+            entries = snap["device_traces"][0]
+            for tup, entry in zip(trace, entries[len(entries) - len(trace):]):
+                entry["frames"] = self._trace_frames.get(tup[4], [])
+            oldest = trace[0][4]
+            for tick in [t for t in self._trace_frames if t < oldest]:
+                del self._trace_frames[tick]  # fell out of the ring
+        if self._history:
+            snap["external_annotations"] = list(self._annotations)
+        return snap
+
+    def _annotate(self, name: str, stage: str) -> None:
+        # torch/csrc/cuda/memory_snapshot.cpp: {"name", "stage": START|END, "device", "time_us"}; the simulated
+        # clock is the trace's tick, so an annotation sits between the entries it encloses
+        self._annotations.append({"name": name, "stage": stage, "device": self.device.device,
+                                  "time_us": max(0, self._last_tick())})
 
     def _program(self, key: tuple[Any, ...], build: Any) -> Program:
         prog = self._programs.get(key)
@@ -287,9 +374,9 @@ class SimEngine:
         try:
             if self.hccl_buffer_bytes:
                 self._add_non_torch(self.hccl_buffer_bytes, "the communicator buffers")
-            self._run(runner_buffers_program(p, r))
+            self._run(runner_buffers_program(p, r), named=True)
             before_load = dev.memory_allocated()
-            self._run(weights_program(p, r))
+            self._run(weights_program(p, r), named=True)
             weights = dev.memory_allocated() - before_load
             # memory_profiling(): gc.collect(); empty_cache(); reset_peak_memory_stats(); measure
             dev.empty_cache()
@@ -311,14 +398,44 @@ class SimEngine:
                            page_bytes=kv_page_bytes(p, r), num_layers=p.text.num_hidden_layers,
                            block_size=r.block_size, max_model_len=r.args.max_model_len)
         try:
-            self._run(kv_cache_program(p, r, budget.num_blocks))
+            self._run(kv_cache_program(p, r, budget.num_blocks), named=True)
         except SimOutOfMemoryError as exc:
             raise EngineError(f"simulated engine start failed allocating the KV cache: {exc}") from None
         if self.post_profile_non_torch_bytes:
             self._add_non_torch(self.post_profile_non_torch_bytes, "memory allocated after profiling")
         self.encoder_book = EncoderCacheBook(budget_embeds)
         self.startup_log.append(budget.summary())
+        self._non_torch_at_creation = init.non_torch_bytes  # vLLM's baseline: not in its non-torch figure
         return budget
+
+    def startup_rows(self) -> list[tuple[str, str]]:
+        """vLLM's start-up breakdown (``determine_available_memory``'s log), and why samples show more non-torch.
+
+        vLLM logs the non-torch memory that *grew* during start-up (``non_torch_increase``, measured from
+        engine creation: ``toolkit.workload.budget``); every sample shows all non-torch memory on the device
+        (``device_used - reserved``). The difference is what was there before the engine (the runtime
+        context) plus what vllm-ascend allocates after profiling, outside every budget (the ATB tiling pool,
+        vllm-ascend issue #14300).
+        """
+        b, g = self.budget, (lambda n: f"{n / 2**30:.2f} GiB")
+        dev = self.device
+        now = dev.device_used_bytes - dev.memory_reserved()
+        before, after = self._non_torch_at_creation, self.post_profile_non_torch_bytes
+        return [
+            ("budget", f"{g(b.requested_bytes)} = total {g(b.total_bytes)} x gpu_memory_utilization "
+                       f"{self.args.args.gpu_memory_utilization}"),
+            ("weights", g(b.weights_bytes)),
+            ("activation peak", f"{g(b.torch_peak_increase_bytes)} (profiling pass)"),
+            ("non-torch (vLLM's log)", f"{g(b.non_torch_increase_bytes)}: grown during start-up (communicator "
+                                       "buffers); measured from engine creation"),
+            ("KV cache", f"{g(b.kv_cache_bytes)} ({b.num_blocks} blocks, {b.kv_cache_tokens} tokens; "
+                         f"available {g(b.available_kv_cache_bytes)})"),
+            ("non-torch (samples)", f"{g(now)} = {g(before)} before the engine (runtime context) + "
+                                    f"{g(b.non_torch_increase_bytes)} start-up + {g(after)} allocated after "
+                                    "profiling (ATB tiling pool, vllm-ascend #14300)"
+                                    + (f" + {g(now - before - b.non_torch_increase_bytes - after)} since"
+                                       if now != before + b.non_torch_increase_bytes + after else "")),
+        ]
 
     # -- requests ----------------------------------------------------------------------------------------
     def _output_tokens(self, index: int, max_tokens: int, prompt_len: int) -> int:
@@ -345,7 +462,7 @@ class SimEngine:
             active_bytes=stats["active_bytes.all.current"],
             inactive_split_bytes=stats["inactive_split_bytes.all.current"],
             device_used_bytes=used, device_total_bytes=total, non_torch_bytes=used - reserved,
-            segment_count=stats["segment.all.current"], alloc_retries=stats["num_alloc_retries"],
+            segment_count=dev.snapshot_segment_count, alloc_retries=stats["num_alloc_retries"],
             driver_cached_bytes=dev.driver_cached_bytes,
             num_ooms=stats["num_ooms"], status=status, message=message)  # type: ignore[arg-type]
         from dataclasses import replace
@@ -379,7 +496,8 @@ class SimEngine:
         from toolkit.sim.oom import SimOutOfMemoryError
 
         if self._dead is not None:
-            raise EngineError(f"the simulated engine is dead ({self._dead}); create a new SimEngine")
+            raise EngineError(f"the simulated engine is dead ({self._dead}): start a new one "
+                              "(%ascend_llm MODEL, or a new SimEngine)")
         if max_tokens < 1:
             raise EngineError(f"max_tokens must be >= 1, got {max_tokens}")
         p, r = self.preset, self.args
@@ -405,7 +523,8 @@ class SimEngine:
             raise EngineError(f"prompt of {n_prompt} tokens does not fit max_model_len {r.args.max_model_len}")
         index = self._next_index
         self._next_index += 1
-        request_id = request_id or f"sim-{index}"
+        self._served += 1
+        request_id = request_id or f"sim-{self._served - 1}"
         n_out = self._output_tokens(index, max_tokens, n_prompt)
         info = dict(input_name=name, image_width_px=grid.width_px if grid else None,
                     image_height_px=grid.height_px if grid else None,
@@ -415,6 +534,8 @@ class SimEngine:
         self.device.reset_peak_memory_stats()
         self.device.advance_clock(DRIVER_SECONDS_PER_REQUEST)
         status, message = "ok", None
+        if self._history:
+            self._annotate(f"request {index}" + (f" ({name})" if name else ""), "START")
         try:
             if grid is not None and key is not None:
                 self._encode(key, grid)
@@ -433,6 +554,13 @@ class SimEngine:
         except SimOutOfMemoryError as exc:
             status, message = "oom", str(exc)
             self._dead = f"out of memory at request {index}"
+        except KeyboardInterrupt:
+            # the request's program stopped half-way: its blocks stay allocated, so the simulated device no
+            # longer matches any state a real engine would be in after a request
+            self._dead = f"interrupted during request {index}, leaving the simulated device mid-request"
+            raise
+        if self._history:
+            self._annotate(f"request {index}" + (f" ({name})" if name else ""), "END")
         samples = self._sample(index, request_id, started, info, status, message)
         return RequestResult(request_index=index, request_id=request_id, status=status, message=message,
                              samples=samples, simulated=True, **info)  # type: ignore[arg-type]
@@ -442,7 +570,9 @@ class SimEngine:
         if evicted is None:  # cannot happen: the cache holds at least the largest item
             raise EngineError(f"image of {grid.visual_tokens} tokens does not fit the encoder cache")
         for old in evicted:
-            self.device.free(self._encoder_cache_addr.pop(old))
+            addr = self._encoder_cache_addr.pop(old)
+            self._block_frames.pop(addr, None)
+            self.device.free(addr)
         if key in self._encoder_cache_addr:
             return  # cache hit: vLLM does not run the encoder again
         if self._recorded is not None:
@@ -454,7 +584,12 @@ class SimEngine:
             prog = self._program(("encoder", grid.resized_key),
                                  lambda: encoder_program(self.preset, self.args, [grid], self.workspace_policy))
         addrs = self._run(prog)
-        self._encoder_cache_addr[key] = addrs[prog.kept_label("encoder_output")]
+        addr = self._encoder_cache_addr[key] = addrs[prog.kept_label("encoder_output")]
+        if addr not in self._block_frames:  # kept in the encoder cache: say what it is even without history
+            from toolkit.workload.frames import block_frames
+
+            self._block_frames[addr] = block_frames("encoder_output", f"image {grid.width_px}x{grid.height_px}",
+                                                    prog.name)
 
     # -- runs --------------------------------------------------------------------------------------------
     def header(self, name: str | None = None) -> Run:
@@ -467,22 +602,60 @@ class SimEngine:
                    conf=self.conf, effective_conf=self.effective_conf, device_capacity_bytes=self.capacity_bytes,
                    simulated=True, engine_args=args, started_at_ns=time.time_ns())
 
+    def _failed_input(self, index_item: Any, reason: str) -> RequestResult:
+        """A request whose input could not be read: no program runs, the memory is sampled as it is."""
+        index = self._next_index
+        self._next_index += 1
+        self._served += 1
+        request_id = f"sim-{self._served - 1}"
+        name = Path(index_item).name if isinstance(index_item, (str, os.PathLike)) else None
+        info = dict(input_name=name, image_width_px=None, image_height_px=None, resized_width_px=None,
+                    resized_height_px=None, visual_tokens=0, prompt_tokens=0, output_tokens=0)
+        self.device.reset_peak_memory_stats()
+        samples = self._sample(index, request_id, time.time_ns(), info, "error", reason)
+        return RequestResult(request_index=index, request_id=request_id, status="error", message=reason,
+                             samples=samples, simulated=True, **info)  # type: ignore[arg-type]
+
     def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
                    max_tokens: int = 1024, progress: bool = True, run_path: str | os.PathLike[str] | None = None,
                    name: str | None = None,
-                   on_result: Callable[[RequestResult], None] | None = None) -> Run:
+                   on_result: Callable[[RequestResult], None] | None = None,
+                   snapshots: Any = True) -> Run:
         """Send the images one by one (like the seed script); one ``MemorySample`` per request and rank.
 
-        ``images``: a folder (its image files, sorted by name) or a list of paths / PIL images. An OOM
-        ends the run with ``status="oom"`` at that request, every earlier sample kept (on disk too when a
-        run file is written: ``run_path``, or ``run_dir`` given to the engine).
+        ``images``: a folder (its image files, sorted by name) or a list of paths / PIL images. Requests
+        are numbered from 0 in each run. A file that cannot be read is a failed request (its reason as
+        message) and the run goes on; an OOM ends the run with ``status="oom"`` at that request; Ctrl-C
+        ends it as ``interrupted``; every earlier sample is kept and the run is returned (on disk too
+        when a run file is written: ``run_path``, or ``run_dir`` given to the engine; ``Run.path``).
+
+        ``snapshots``: True (default) records the allocator snapshot after each request
+        (``SnapshotRecorder``, compact: unchanged segments are stored once) so ``%mem_inspect run``
+        shows the allocator state; False records none; a ``SnapshotRecorder`` records into that one.
         """
+        from toolkit.snapshot.by_request import SnapshotRecorder, register_snapshots
+
+        if self._dead is not None:
+            raise EngineError(f"the simulated engine is dead ({self._dead}): start a new one "
+                              "(%ascend_llm MODEL, or a new SimEngine)")
         items: Sequence[Any] = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         header = self.header(name)
+        self._next_index = 0
+        recorder = SnapshotRecorder(self) if snapshots is True else (
+            None if snapshots is False or snapshots is None else snapshots)  # an empty recorder is falsy
+        callback = on_result
+        if recorder is not None:
+            register_snapshots(header.name, header.started_at_ns, recorder)
+
+            def callback(result: RequestResult) -> None:
+                recorder(result)
+                if on_result is not None:
+                    on_result(result)
+
         self.last_run = run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=len(items),
                             progress=progress, desc=f"{self.effective_conf or 'default'} [simulated]",
-                            on_result=on_result)
+                            on_result=callback, failed_input=self._failed_input)
         return self.last_run
 
     # -- the Engine protocol (toolkit.engines.base) ------------------------------------------------------
@@ -492,7 +665,7 @@ class SimEngine:
 
     def status_rows(self) -> list[tuple[str, str]]:
         return [("engine", f"{self.name} [simulated]"), ("model", self.model), ("platform", self.platform),
-                ("tensor parallel", str(self.args.tp)), ("kv cache blocks", str(self.budget.num_blocks))]
+                ("tensor parallel", str(self.args.tp)), *self.startup_rows()]
 
     def conf_rows(self) -> list[tuple[str, str]]:
         return [("conf (you asked)", repr(self.conf)), ("conf (allocator gets)", repr(self.effective_conf))]

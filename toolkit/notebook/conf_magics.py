@@ -29,12 +29,16 @@ def alloc_conf_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:  %alloc_conf  |  %alloc_conf expandable_segments:True,page_size:1g  |  "
             "%alloc_conf --check max_split_size_mb:256  |  %alloc_conf --platform cuda --version 2.9 "
-            "expandable_segments:True  |  %alloc_conf --policy 0.14.0rc1  |  %alloc_conf --reset"
+            "expandable_segments:True (this call only)  |  %alloc_conf --platform cuda --use (from now on)  |  "
+            "%alloc_conf --policy 0.14.0rc1  |  %alloc_conf --reset"
         ),
     )
     p.add_argument("conf", nargs="*", help="conf string, e.g. expandable_segments:True,page_size:1g")
     p.add_argument("--platform", choices=PLATFORMS, default=None, help="npu (torch_npu) or cuda (PyTorch)")
     p.add_argument("--version", default=None, help="torch_npu / torch version to validate for (default: newest)")
+    p.add_argument("--use", action="store_true",
+                   help="keep --platform/--version for later calls (otherwise they apply to this call only; "
+                        "--reset returns to the default)")
     p.add_argument("--check", action="store_true", help="validate only; do not change the environment")
     p.add_argument("--reset", action="store_true", help="restore the variables as they were before")
     p.add_argument("--policy", nargs="?", const="main", default=None, metavar="VLLM_ASCEND_VERSION",
@@ -67,18 +71,21 @@ class ToolkitMagics(Magics):
             raise UsageError("%alloc_conf: --reset takes no conf string and no --check")
         if (args.sleep_mode or args.rl) and args.policy is None:
             raise UsageError("%alloc_conf: --sleep-mode and --rl go with --policy")
+        if args.use and args.platform is None and args.version is None:
+            raise UsageError("%alloc_conf: --use keeps --platform/--version: give one, e.g. --platform cuda --use")
         if args.check and not text:
             raise UsageError("%alloc_conf: --check needs a conf string, e.g. %alloc_conf --check expandable_segments:True")
         try:
             if args.reset:
                 return self._with_engine_note(self.session.reset_conf())
+            if args.use:  # the one sticky setting; without --use platform and version are for this call
+                self.session.target(args.platform, args.version)
             if args.check:
                 return self.session.check_conf(text, platform=args.platform, version=args.version)
             if text:
                 status = self.session.set_conf(text, platform=args.platform, version=args.version)
             else:
-                self.session.target(args.platform, args.version)
-                status = self.session.status()
+                status = self.session.status(platform=args.platform, version=args.version)
             if args.policy is not None:
                 return self.session.policy(args.policy, sleep_mode=args.sleep_mode, rl_enabled=args.rl)
             return self._with_engine_note(status)

@@ -44,6 +44,21 @@ class EngineSessionError(ToolkitError):
     """A wrong step with engines (none running, unknown backend...); the message says what to do."""
 
 
+def module_installed(name: str, find_spec: Any = importlib.util.find_spec) -> bool:
+    """Whether ``name`` is an installed module or package, found without importing it.
+
+    A folder without ``__init__.py`` on ``sys.path`` imports as an empty namespace package: this
+    repository's ``vllm_ascend/`` runbook folder does whenever the repository root is on the path (an
+    editable install, a notebook started there), and ``find_spec`` then finds it. A real package or
+    module has a file behind it (``spec.origin``); a namespace package has none (PEP 420).
+    """
+    try:
+        spec = find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
 def detect_backend(find_spec: Any = importlib.util.find_spec, exists: Any = glob.glob) -> str:
     """``npu`` if torch_npu and vllm-ascend are installed and an Ascend device file exists, else ``cuda`` if
     torch and vLLM are installed and an NVIDIA device file exists, else ``sim``.
@@ -52,7 +67,7 @@ def detect_backend(find_spec: Any = importlib.util.find_spec, exists: Any = glob
     real engine checks the device when it starts. ``cpu`` is never picked automatically: ask for it.
     """
     def have(*mods: str) -> bool:
-        return all(find_spec(m) is not None for m in mods)
+        return all(module_installed(m, find_spec) for m in mods)
 
     if have("torch_npu", "vllm", "vllm_ascend") and exists("/dev/davinci[0-9]*"):
         return "npu"
@@ -158,7 +173,7 @@ class LLMSession:
             platform = "cuda" if chosen == "cuda" else self.conf.platform
             if chosen == "cuda" and self.conf.platform != "cuda":
                 notes.append("the cuda backend reads PYTORCH_CUDA_ALLOC_CONF: set it with "
-                             "%alloc_conf --platform cuda ...")
+                             "%alloc_conf --platform cuda --use ...")
             self.engine = VllmEngine(model, backend=chosen, platform=platform, name=name, run_dir=self.run_dir,
                                      environ=self.conf.environ, **engine_args)
         self._engine_conf = conf

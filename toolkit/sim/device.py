@@ -577,6 +577,12 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     def max_memory_reserved(self) -> int:
         return self._all.reserved_bytes_peak
 
+    @property
+    def snapshot_segment_count(self) -> int:
+        """Segments as ``_snapshot()`` lists them, expandable VA reservations included (``segment_count``,
+        torch's ``segment.all.current``, never counts those: ``toolkit.sim.expandable``)."""
+        return len(self._segments)
+
     def reset_peak_memory_stats(self) -> None:
         self._stats.reset_peak()
 

@@ -63,7 +63,7 @@ class SnapshotRecorder:
     change since an earlier request is stored once (the KV cache's segments never change). Besides the
     memory, this keeps the garbage collector from rescanning hundreds of thousands of dicts on every
     request of a long run (measured in benchmarks/bench_plots.py). ``snapshot_at`` rebuilds torch's
-    layout on demand; stack frames, if a device records any, are kept by storing that snapshot as is.
+    layout on demand; frames (what each block is) are kept as interned tuples, a recorded trace as it is.
 
     Args:
         device: anything with ``snapshot()`` in torch's layout (``SimDevice``).
@@ -78,33 +78,56 @@ class SnapshotRecorder:
         self._snaps: dict[int, Any] = {}
         self._failed: set[int] = set()
         self._segments: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # interned segment tuples
+        self._frames: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # interned frame tuples
+        self._frames_of: dict[int, tuple[Any, tuple[Any, ...]]] = {}  # id(frames list) -> (list, tuple)
         self.seconds = 0.0  # time spent taking snapshots (reported by the benchmark)
+
+    def _frames_key(self, frames: Any) -> Any:
+        """Frames as an interned tuple (the simulator names blocks with a few shared frames); () for none."""
+        if not frames:
+            return ()
+        seen = self._frames_of.get(id(frames))
+        if seen is not None and seen[0] is frames:  # the engine reuses one list per block: convert it once
+            return seen[1]
+        key = tuple((f.get("filename", ""), f.get("line", 0), f.get("name", "")) for f in frames)
+        key = self._frames.setdefault(key, key)
+        self._frames_of[id(frames)] = (frames, key)  # holds the list, so its id is never reused
+        return key
 
     def _compact(self, snap: Mapping[str, Any]) -> Any:
         segs = snap.get("segments", ())
-        if any(s.get("frames") or any(b.get("frames") for b in s["blocks"]) for s in segs):
-            return snap  # frames carry context worth keeping as recorded
         compact = []
         intern = self._segments.setdefault
+        fkey = self._frames_key
         for s in segs:
-            key = (*(s[f] for f in _SEGMENT_FIELDS),
-                   tuple((b["address"], b["size"], b["requested_size"], b["state"]) for b in s["blocks"]))
+            key = (*(s[f] for f in _SEGMENT_FIELDS), fkey(s.get("frames")),
+                   tuple((b["address"], b["size"], b["requested_size"], b["state"], fkey(b.get("frames")))
+                         for b in s["blocks"]))
             compact.append(intern(key, key))
         rest = tuple((k, v) for k, v in snap.items() if k not in ("segments", "device_traces"))
-        return (tuple(compact), rest, len(snap.get("device_traces", ())) or 1)
+        traces = snap.get("device_traces", ())
+        # a recorded history (frames, annotations) is kept as it is: the inspector shows segments only
+        kept_traces = tuple(tuple(t) for t in traces) if any(traces) else len(traces) or 1
+        return (tuple(compact), rest, kept_traces)
 
     @staticmethod
     def _expand(stored: Any) -> dict[str, Any]:
         if isinstance(stored, Mapping):
             return dict(stored)
         segments, rest, devices = stored
+
+        def frames(key: Any) -> list[dict[str, Any]]:
+            return [{"filename": f, "line": ln, "name": n} for f, ln, n in key]
+
+        n = len(_SEGMENT_FIELDS)
         out: dict[str, Any] = {
             "segments": [
-                {**dict(zip(_SEGMENT_FIELDS, seg[:-1])), "frames": [],
-                 "blocks": [{**dict(zip(_BLOCK_FIELDS, b)), "frames": []} for b in seg[-1]]}
+                {**dict(zip(_SEGMENT_FIELDS, seg[:n])), "frames": frames(seg[n]),
+                 "blocks": [{**dict(zip(_BLOCK_FIELDS, b[:4])), "frames": frames(b[4])} for b in seg[-1]]}
                 for seg in segments
             ],
-            "device_traces": [[] for _ in range(devices)],
+            "device_traces": [list(t) for t in devices] if isinstance(devices, tuple) else
+                             [[] for _ in range(devices)],
         }
         out.update(dict(rest))
         return out
@@ -139,3 +162,24 @@ class SnapshotRecorder:
         return len(self._snaps)
 
 
+
+# -- the snapshots an engine recorded for a run -----------------------------------------------------------
+# A ``Run`` is a frozen record that travels to disk as JSON; the snapshots of a simulated run stay in this
+# process. This registry lets ``%mem_inspect run`` (and ``Inspector(run)``) find them from the run alone.
+# Bounded: only the latest runs keep their snapshots (a recorder holds one compact snapshot per request).
+
+RECORDED_RUNS_KEPT = 16
+_RECORDED: dict[tuple[str, int], Any] = {}
+
+
+def register_snapshots(name: str, started_at_ns: int, source: Any) -> None:
+    """Remember ``source`` as the snapshots of the run ``(name, started_at_ns)`` (the latest runs only)."""
+    _RECORDED.pop((name, started_at_ns), None)
+    _RECORDED[(name, started_at_ns)] = source
+    while len(_RECORDED) > RECORDED_RUNS_KEPT:
+        del _RECORDED[next(iter(_RECORDED))]
+
+
+def snapshots_for(run: Any) -> Any:
+    """The snapshots recorded in this process for ``run`` (a ``Run``), or None."""
+    return _RECORDED.get((getattr(run, "name", None), getattr(run, "started_at_ns", None)))  # type: ignore[arg-type]

@@ -204,7 +204,9 @@ def _run_title(what: str, run: Run) -> str:
     tp = len(run.ranks)
     sub = [f"{var}: {_conf_label(run)}", run.model.rsplit("/", 1)[-1],
            run.backend + (f", TP {tp}" if tp > 1 else "")]
-    return f"{what}: {html.escape(run.name)}{sim}{status}<br><sup>{html.escape(' · '.join(sub))}</sup>"
+    # "simulated" before the name: a long name is what a narrow figure clips, and the label must stay
+    name = run.name if len(run.name) <= 48 else run.name[:47] + "…"
+    return f"{what}{sim}: {html.escape(name)}{status}<br><sup>{html.escape(' · '.join(sub))}</sup>"
 
 
 def _use_webgl(points: int, webgl: bool | None) -> bool:
@@ -512,8 +514,20 @@ def _segments_of(
     return segs, ws
 
 
-def _state_rows(snapshot: Mapping[str, Any], device: int | None, scale: str, max_segments: int | None) -> _StateRows:
+def holds_stranded(segment: Mapping[str, Any]) -> bool:
+    """A segment with free (inactive) split blocks next to live ones: memory the allocator holds and
+    ``empty_cache`` cannot return (``inactive_split``; expandable segments unmap instead, so never)."""
+    if segment.get("is_expandable"):
+        return False
+    states = {b["state"] for b in segment["blocks"]}
+    return "inactive" in states and len(states) > 1
+
+
+def _state_rows(snapshot: Mapping[str, Any], device: int | None, scale: str, max_segments: int | None,
+                stranded_only: bool = False) -> _StateRows:
     segs, ws = _segments_of(snapshot, device)
+    if stranded_only:
+        segs, ws = [s for s in segs if holds_stranded(s)], []
     reserved = sum(s["total_size"] for s in segs)
     allocated = sum(s["allocated_size"] for s in segs)
     rows = [(s, False) for s in segs] + [(s, True) for s in ws]
@@ -538,8 +552,10 @@ def _state_rows(snapshot: Mapping[str, Any], device: int | None, scale: str, max
             col["y"].append(label)
             col["base"].append((b["address"] - seg["address"]) / unit)
             col["x"].append(b["size"] / unit)
+            what = b.get("frames") or ()
             col["customdata"].append(
-                f"{_BLOCK_STATE_LABELS[state]} block {b['address']:#x}<br>size {format_bytes(b['size'])}"
+                (f"<b>{html.escape(what[0]['name'])}</b><br>" if what else "")
+                + f"{_BLOCK_STATE_LABELS[state]} block {b['address']:#x}<br>size {format_bytes(b['size'])}"
                 f" ({b['size']:,} B), requested {format_bytes(b['requested_size'])}<br>{seg_info}"
             )
     return _StateRows(labels, traces, reserved, allocated, len(segs), sum(s["total_size"] for s in ws))
@@ -547,7 +563,7 @@ def _state_rows(snapshot: Mapping[str, Any], device: int | None, scale: str, max
 
 def allocator_state_traces(
     snapshot: Mapping[str, Any] | None, *, device: int | None = None, scale: str = "bytes",
-    max_segments: int | None = 400, max_height_px: int = 1600,
+    max_segments: int | None = 400, max_height_px: int = 1600, stranded_only: bool = False,
 ) -> tuple[list[go.Bar], dict[str, Any]]:
     """The four block-state bar traces (fixed order: ``BLOCK_STATE_COLORS``) and the layout keys that
     change with the snapshot (row order, height, summary text). ``None`` gives empty traces.
@@ -560,7 +576,7 @@ def allocator_state_traces(
         rows = _StateRows([], {k: {"y": [], "base": [], "x": [], "customdata": []} for k in BLOCK_STATE_COLORS},
                           0, 0, 0, 0)
     else:
-        rows = _state_rows(snapshot, device, scale, max_segments)
+        rows = _state_rows(snapshot, device, scale, max_segments, stranded_only)
     traces = []
     for state, color in BLOCK_STATE_COLORS.items():
         col = rows.traces[state]
@@ -572,7 +588,8 @@ def allocator_state_traces(
         ))
     n = len(rows.labels)
     shown = "" if snapshot is None else (
-        f"{rows.segments} segments, reserved {format_bytes(rows.reserved_bytes)}, "
+        ("only segments holding stranded (inactive split) blocks: " if stranded_only else "")
+        + f"{rows.segments} segments, reserved {format_bytes(rows.reserved_bytes)}, "
         f"allocated {format_bytes(rows.allocated_bytes)}"
         + (f", workspace {format_bytes(rows.workspace_bytes)}" if rows.workspace_bytes else "")
         + (f"; {n} largest shown" if n < rows.segments + (1 if rows.workspace_bytes else 0) and max_segments else "")
@@ -595,15 +612,20 @@ def plot_allocator_state(
     title: str | None = None,
     scale: str = "bytes",
     max_segments: int | None = 400,
+    stranded_only: bool = False,
 ) -> go.Figure:
     """The allocator at one moment: one row per segment, its blocks coloured by state, sizes on hover.
+
+    ``stranded_only``: only the segments holding stranded blocks (``holds_stranded``). A block's frames
+    (what allocated it; the simulator names each block) head its hover text.
 
     ``snapshot`` is any layout ``toolkit.snapshot.normalize_snapshot`` accepts (CUDA, torch_npu, the
     simulator's). ``scale="fraction"`` stretches every segment to the full width so small segments stay
     readable next to expandable ones of several GiB. At most ``max_segments`` rows (the largest) are
     drawn; the title says so. NPU workspace-allocator segments are drawn in their own colour.
     """
-    traces, layout = allocator_state_traces(snapshot, device=device, scale=scale, max_segments=max_segments)
+    traces, layout = allocator_state_traces(snapshot, device=device, scale=scale, max_segments=max_segments,
+                                            stranded_only=stranded_only)
     sim = bool(snapshot.get("simulated")) if isinstance(snapshot, Mapping) else False
     head = title or "Allocator state"
     if sim and "simulated" not in head.lower():

@@ -64,6 +64,7 @@ class ConfStatus:
     after_policy: PolicyView | None = None
     notes: tuple[str, ...] = ()
     checked: AllocConf | None = None  # set by ``for_check``: validation only, environment untouched
+    defaults: tuple[tuple[str, str], ...] = ()  # what stays in force between calls (the session's target)
 
     @classmethod
     def for_check(cls, conf: AllocConf) -> ConfStatus:
@@ -94,6 +95,8 @@ class ConfStatus:
         # warnings are part of the rows of toolkit.conf.explain (one row per warning)
         if self.notes:
             sections.append(("", [("note", n) for n in self.notes]))
+        if self.defaults:
+            sections.append(("kept between calls", list(self.defaults)))
         return [(t, rows) for t, rows in sections if rows]
 
     def __str__(self) -> str:

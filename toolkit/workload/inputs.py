@@ -20,6 +20,13 @@ if TYPE_CHECKING:  # pragma: no cover
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")  # the seed script's list
 
 
+class InputError(EngineError):
+    """One input cannot be used (a file Pillow cannot read, a truncated JPEG): it costs that request only.
+
+    ``run_images`` records such a request as a failed sample with this message and goes on.
+    """
+
+
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files of a folder (the seed script's extensions, either case), sorted by name."""
     p = Path(folder)
@@ -38,10 +45,23 @@ def opened_image(path: str | os.PathLike[str]) -> Iterator[Image]:
 
     p = Path(path)
     if not p.is_file():
-        raise EngineError(f"no image file at {p}")
+        raise InputError(f"no image file at {p}")
     try:
         im = PILImage.open(p)
     except (UnidentifiedImageError, OSError) as exc:
-        raise EngineError(f"{p} is not an image Pillow can read: {exc}") from None
+        raise InputError(f"{p.name} is not an image Pillow can read: {exc}") from None
     with im:
         yield im
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image:
+    """The image file decoded to RGB (what a real engine sends); a truncated or corrupt file is an InputError.
+
+    Pillow reads only the header at ``open``; a truncated JPEG fails when its pixels are decoded
+    (``OSError: image file is truncated``), so decoding happens here, where the error can name the file.
+    """
+    with opened_image(path) as im:
+        try:
+            return im.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some corrupt headers
+            raise InputError(f"{Path(path).name} cannot be decoded: {exc}") from None

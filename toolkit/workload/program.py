@@ -102,6 +102,7 @@ class Program:
     ops: tuple[tuple[int, int, int], ...]
     labels: tuple[str, ...]
     kept: tuple[int, ...] = ()
+    scopes: tuple[str, ...] = ()  # per slot: the layer it belongs to ("vision block 12"), "" outside layers
 
     @property
     def n_slots(self) -> int:
@@ -143,6 +144,8 @@ class _Builder:
         self.name = name
         self.ops: list[tuple[int, int, int]] = []
         self.labels: list[str] = []
+        self.scopes: list[str] = []
+        self.scope = ""  # set around a layer's ops: names the layer in frames (toolkit.workload.frames)
         self.live: set[int] = set()
 
     def alloc(self, nbytes: int, label: str) -> int:
@@ -153,6 +156,7 @@ class _Builder:
             return -1
         slot = len(self.labels)
         self.labels.append(label)
+        self.scopes.append(self.scope)
         self.ops.append((OP_ALLOC, slot, int(nbytes)))
         self.live.add(slot)
         return slot
@@ -174,7 +178,7 @@ class _Builder:
         if leaked:
             raise AssertionError(f"program {self.name}: slots never freed: "
                                  f"{sorted(self.labels[s] for s in leaked)}")
-        return Program(self.name, tuple(self.ops), tuple(self.labels), kept_t)
+        return Program(self.name, tuple(self.ops), tuple(self.labels), kept_t, tuple(self.scopes))
 
 
 # -- shapes -----------------------------------------------------------------------------------------
@@ -499,7 +503,9 @@ def vision_encoder(b: _Builder, s: Shapes, preset: Preset, grids: Sequence[Image
         cos, sin = cos2, sin2
     deep: list[int] = []
     for i in range(v.depth):
+        b.scope = f"vision block {i}"
         h = _vision_block(b, s, h, S)
+        b.scope = ""
         if i in v.deepstack_visual_indexes:
             deep.append(_merger(b, s, S, True, f"vis.deepstack{len(deep)}"))
     merged = _merger(b, s, S, False, "vis.merger")
@@ -535,6 +541,7 @@ def _lm_forward(b: _Builder, s: Shapes, T: int) -> int:
             b.free(slot)
 
     for layer in range(s.L):
+        b.scope = f"decoder layer {layer}"
         # The model's loop ``hidden_states, residual = layer(positions, hidden_states, residual)``
         # (qwen3_vl.py:1868-1873, qwen2.py) keeps the previous layer's outputs alive until this layer
         # returns: they are the call's arguments (measured, docs/recorded-programs.md).
@@ -586,6 +593,7 @@ def _lm_forward(b: _Builder, s: Shapes, T: int) -> int:
             added = b.alloc(T * H * db, "lm.deepstack_add")
             drop(hidden)
             hidden = added
+    b.scope = ""
     # final norm (fused add); only the normed hidden states are returned
     if not s.inplace_norm_rope:
         nh = b.alloc(T * H * db, "lm.final_norm")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.conf import guard
-from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, opened_image
+from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, load_rgb
 from toolkit.core.errors import EngineError, TooLateError, ToolkitError
 from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
 from toolkit.engines.runloop import run_path_for, run_requests
@@ -162,8 +162,7 @@ def measure_baseline(backend: str, timeout_s: float = BASELINE_TIMEOUT_S) -> dic
 def _load_image(image: Any) -> tuple[Any, str | None]:
     """(RGB PIL image, name) from a path or a PIL image."""
     if isinstance(image, (str, os.PathLike)):
-        with opened_image(image) as im:
-            return im.convert("RGB"), Path(image).name
+        return load_rgb(image), Path(image).name
     if not hasattr(image, "size") or not hasattr(image, "mode"):
         raise EngineError(f"image must be a PIL.Image or a path, got {type(image).__name__}")
     name = getattr(image, "filename", None)
@@ -346,7 +345,8 @@ class VllmEngine:
         if "worker_extension_cls" in self.engine_args:
             raise EngineError("worker_extension_cls is set by the toolkit (its probes live there)")
         self.in_process = guard.engine_runs_in_process(self.environ)
-        self._next_index = 0
+        self._next_index = 0  # request_index: from 0 in each run (run_images resets it)
+        self._served = 0  # requests this engine served: unique request ids over runs
         self._dead: str | None = None
         self._llm: Any = None
         self._holder: dict[str, Any] = {}
@@ -585,7 +585,8 @@ class VllmEngine:
         sp = sampling_params or vllm.SamplingParams(max_tokens=max_tokens or self.max_tokens)
         index = self._next_index
         self._next_index += 1
-        request_id = request_id or f"{self.name}-{index}"
+        request_id = request_id or f"{self.name}-{self._served}"
+        self._served += 1
         started = time.time_ns()
         t0 = time.perf_counter_ns()
         try:
@@ -622,6 +623,21 @@ class VllmEngine:
                              output_tokens=len(completion.token_ids) if completion else 0,
                              text=completion.text if completion else None, **info)
 
+    def _failed_input(self, item: Any, reason: str) -> RequestResult:
+        """A request whose input could not be read: nothing reaches vLLM; every rank's memory is sampled."""
+        index = self._next_index
+        self._next_index += 1
+        request_id = f"{self.name}-{self._served}"
+        self._served += 1
+        info = dict(input_name=Path(item).name if isinstance(item, (str, os.PathLike)) else None,
+                    image_width_px=None, image_height_px=None, resized_width_px=None, resized_height_px=None)
+        started = time.time_ns()
+        samples = self._samples(index, request_id, started, 0, dict(info, visual_tokens=0, prompt_tokens=0,
+                                                                     output_tokens=0),
+                                self._rpc("memlab_sample", True), "error", reason)
+        return RequestResult(request_index=index, request_id=request_id, status="error", message=reason,
+                             samples=samples, visual_tokens=0, prompt_tokens=0, output_tokens=0, **info)
+
     # -- runs --------------------------------------------------------------------------------------------
     def header(self, name: str | None = None) -> Run:
         total = max((int(v) for v in self.baseline.get("total_bytes", {}).values()), default=0)
@@ -656,10 +672,11 @@ class VllmEngine:
             raise EngineError(f"no images to send (give a folder with {', '.join(IMAGE_EXTENSIONS)} files "
                               "or a list)")
         header = self.header(name)
+        self._next_index = 0  # requests are numbered from 0 in each run
         self.last_run = run_requests(lambda item: self.generate(prompt, item, max_tokens=max_tokens), items, header,
                             path=run_path_for(header, run_path, self.run_dir), total=total, progress=progress,
                             desc=f"{header.effective_conf or 'default'} [{self.backend}]",
-                            on_result=on_result)
+                            on_result=on_result, failed_input=self._failed_input)
         return self.last_run
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -765,7 +782,7 @@ class VllmEngine:
         rows = [("engine", f"{self.name} [{self.backend}]"), ("model", self.model), ("state", state),
                 ("mode", "in-process" if self.in_process else "multiprocess"),
                 ("processes", ", ".join(map(str, self.engine_pids)) or "none (in this process)"),
-                ("started in", f"{self.startup_s:.1f} s"), ("requests", str(self._next_index))]
+                ("started in", f"{self.startup_s:.1f} s"), ("requests served", str(self._served))]
         for w in self.workers:
             dev = "host memory" if w["backend"] == "host" else f"{w['backend']}:{w['device_index']}"
             rows.append((f"rank {w['rank']}", f"pid {w['pid']}, {dev}, baseline "

@@ -27,7 +27,7 @@ from toolkit.notebook.widgets.display import (
     _figure_widget,
     _resolve_mode,
 )
-from toolkit.snapshot.by_request import snapshot_lookup
+from toolkit.snapshot.by_request import snapshot_lookup, snapshots_for
 
 # -- inspector -----------------------------------------------------------------------------------------
 
@@ -113,6 +113,7 @@ class Inspector:
         scale: "bytes" or "fraction" (see ``plot_allocator_state``).
         max_height_px: the allocator view's height limit (rows get thinner; hover and zoom still work).
         mode: "widget", "static" (a plotly figure with its own slider) or "auto".
+        stranded_only: show only the segments holding stranded (inactive split) blocks (a checkbox too).
     """
 
     def __init__(
@@ -126,17 +127,21 @@ class Inspector:
         max_segments: int | None = 400,
         max_height_px: int = 900,
         mode: Mode = "auto",
+        stranded_only: bool = False,
     ) -> None:
         if not isinstance(run, Run):
             raise WidgetError(f"Inspector needs a Run, got {type(run).__name__}")
         if not run.samples:
             raise WidgetError(f"run {run.name!r} has no samples to inspect")
         self.run = run
+        if snapshots is None:  # the snapshots the engine recorded for this run in this process, if any
+            snapshots = snapshots_for(run)
         self.lookup = snapshot_lookup(snapshots)
         self.mode = _resolve_mode(mode)
         self.scale = scale
         self.max_segments = max_segments
         self.max_height_px = max_height_px
+        self.stranded_only = stranded_only
         self.rank = run.ranks[0] if rank is None else rank
         if self.rank not in run.ranks:
             raise WidgetError(f"run {run.name!r} has no rank {self.rank} (ranks: {list(run.ranks)})")
@@ -144,6 +149,9 @@ class Inspector:
         self.requests = sorted({s.request_index for s in run.samples})
         failed = [s.request_index for s in run.samples if s.status != "ok"]
         self.first_failure = min(failed) if failed else None
+        if request is not None and not self.requests[0] <= request <= self.requests[-1]:
+            raise WidgetError(f"run {run.name!r} has requests {self.requests[0]} to {self.requests[-1]}: "
+                              f"request {request} is out of range")
         start = request if request is not None else (self.first_failure if failed else self.requests[-1])
         self.request = self._nearest(start)
         self._ui: dict[str, Any] = {}
@@ -171,7 +179,10 @@ class Inspector:
         if fidelity:
             note.append(str(fidelity))
         if snap is None:
-            note.append("no allocator snapshot recorded for this request")
+            note.append("no allocator snapshot recorded for this request" + (
+                "" if self.run.simulated else
+                " (a real engine's state is in the snapshot files of llm.dump_snapshot(folder), taken "
+                "between llm.start_recording() and llm.stop_recording(); pass them with --snapshots)"))
         if sample is not None and sample.status != "ok":
             note.append(sample.status.upper())
         return _state_title(self.run, request_index, rank) + f"<br><sup>{html.escape(' — '.join(note))}</sup>"
@@ -184,7 +195,8 @@ class Inspector:
         rk = self.rank if rank is None else rank
         snap = self.lookup(req, rk)
         if snap is not None:
-            fig = plot_allocator_state(snap, scale=self.scale, max_segments=self.max_segments)
+            fig = plot_allocator_state(snap, scale=self.scale, max_segments=self.max_segments,
+                                       stranded_only=self.stranded_only)
             fig.update_layout(height=min(fig.layout.height, self.max_height_px))
             summary = fig.layout.title.text.split("<br>", 1)[1] if "<br>" in fig.layout.title.text else ""
             fig.update_layout(title=self._title(req, rk, snap) + ("<br>" + summary if summary else ""),
@@ -246,6 +258,16 @@ class Inspector:
                                     layout=w.Layout(width="140px"))
             ui["rank"].observe(lambda ch: self.show(self.request, ch["new"]), names="value")
             controls.append(ui["rank"])
+        ui["stranded"] = w.Checkbox(value=self.stranded_only, description="only segments with stranded blocks",
+                                    indent=False, layout=w.Layout(width="260px"),
+                                    tooltip="segments whose free split blocks cannot be returned (inactive split)")
+
+        def stranded_changed(ch: Any) -> None:
+            self.stranded_only = bool(ch["new"])
+            self._render()
+
+        ui["stranded"].observe(stranded_changed, names="value")
+        controls.append(ui["stranded"])
         ui["prev"].on_click(lambda _b: self.step(-1))
         ui["next"].on_click(lambda _b: self.step(+1))
         ui["slider"].observe(lambda ch: self.show(ch["new"]), names="value")
@@ -299,7 +321,8 @@ class Inspector:
         ui = self._ui
         snap = self.lookup(self.request, self.rank)
         traces, layout = allocator_state_traces(snap, scale=self.scale, max_segments=self.max_segments,
-                                                max_height_px=self.max_height_px)
+                                                max_height_px=self.max_height_px,
+                                                stranded_only=self.stranded_only)
         summary = layout.pop("summary")
         fw = ui["state"]
         with fw.batch_update():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -169,6 +170,39 @@ class ConfSweep:
                               "(choose fewer values)")
         return valid, rejected
 
+    def _bad_items(self) -> dict[str, list[tuple[str, str]]]:
+        """Per option field, the ``key:value`` items that do not parse on their own, with the reason."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for key, text in self.options.items():
+            bad = validate_confs([f"{key}:{v}" for v in parse_choices(text) if v is not None],
+                                 self.platform, self.version)[1]
+            if bad:
+                out[key] = bad
+        return out
+
+    def field_errors(self) -> dict[str, str]:
+        """One line per option field whose own values do not parse (a typo), whatever they are combined with."""
+        return {key: ", ".join(repr(c.partition(":")[2]) for c, _ in bad) + f": {bad[0][1]}"
+                for key, bad in self._bad_items().items()}
+
+    def preview_lines(self) -> list[str]:
+        """What the panel says about the current texts (plain text): the confs to run, then one line per
+        field with a typo, then one line per reason combinations are refused (not one per combination)."""
+        valid, rejected = self.combinations()
+        fields = self.field_errors()
+        bad_items = {item for bad in self._bad_items().values() for item, _ in bad}
+        lines = [f"{len(valid)} confs: " + ", ".join(c or "defaults" for c in valid)]
+        lines += [f"{key}: rejected {why}" for key, why in fields.items()]
+        by_reason: dict[str, list[str]] = {}
+        for conf, why in rejected:
+            if bad_items & set(parse_choices(conf.replace(",", ", "))):  # type: ignore[arg-type]
+                continue  # already said, once, on its field's line
+            by_reason.setdefault(re.sub(r" at \d+", "", why), []).append(conf)
+        for why, confs in by_reason.items():
+            lines.append(f"rejected {confs[0]!r}" + (f" and {len(confs) - 1} more" if len(confs) > 1 else "")
+                         + f": {why}")
+        return lines
+
     def run(self) -> list[Run]:
         """Run every valid combination (updating the panel after each); returns the runs."""
 
@@ -210,6 +244,10 @@ class ConfSweep:
         new = self.figure()
         fw = self._ui["figure"]
         if self.mode == "widget":
+            # assigning a layout sends the front end only the keys it has (a relayout merges): without this
+            # the previous metric's capacity line and its label would stay on a sub-GiB plot
+            fw.layout.shapes = new.layout.shapes  # (update_layout skips empty tuples: assign)
+            fw.layout.annotations = new.layout.annotations
             with fw.batch_update():
                 fw.data = ()
             fw.add_traces(new.data)
@@ -232,10 +270,9 @@ class ConfSweep:
             self._ui["run"].disabled = True
             return
         self._ui["run"].disabled = not valid
-        lines = [f"<b>{len(valid)} confs</b>: " + ", ".join(f"<code>{html.escape(c or 'defaults')}</code>"
-                                                            for c in valid)]
-        lines += [f"<span style='color:#c62828'>rejected <code>{html.escape(c)}</code>: {html.escape(r)}</span>"
-                  for c, r in rejected]
+        first, *problems = self.preview_lines()
+        lines = [f"<b>{html.escape(first.split(':', 1)[0])}</b>:" + html.escape(first.split(':', 1)[1])]
+        lines += [f"<span style='color:#c62828'>{html.escape(p)}</span>" for p in problems]
         self._ui["preview"].value = "<br>".join(lines)
 
     @property

@@ -69,8 +69,15 @@ def watch(
         device = getattr(engine, "device", None)
         if device is None or not hasattr(device, "snapshot"):
             raise WidgetError(f"{type(engine).__name__} exposes no device.snapshot(): pass record_snapshots=False")
-        recorder = SnapshotRecorder(device, every=snapshot_every)
-    callbacks = [c for c in (figure, recorder) if c is not None]
+        # the engine's own snapshot() names the blocks (SimEngine); a bare device snapshot does not
+        source = engine if callable(getattr(engine, "snapshot", None)) else device
+        recorder = SnapshotRecorder(source, every=snapshot_every)
+    params = inspect.signature(engine.run_images).parameters
+    if "snapshots" in params:  # the engine records into our recorder itself (and registers it for the run)
+        run_kwargs["snapshots"] = recorder if recorder is not None else False
+        callbacks = [c for c in (figure,) if c is not None]
+    else:
+        callbacks = [c for c in (figure, recorder) if c is not None]
 
     def on_result(result: Any) -> None:
         for c in callbacks:
@@ -78,7 +85,7 @@ def watch(
 
     if figure is not None and show:
         _display(figure)
-    if "on_result" not in inspect.signature(engine.run_images).parameters:
+    if "on_result" not in params:
         raise WidgetError(f"{type(engine).__name__}.run_images takes no on_result callback: watch() cannot follow it")
     run = engine.run_images(images, on_result=on_result, **run_kwargs)
     if figure is not None:
