@@ -33,12 +33,13 @@ async function shot(page, name) {
   (seen.screenshots ||= []).push(file);
 }
 
-// Plotly graph divs: their title text, trace count and per-trace point counts (gd.data is plotly's own).
+// Plotly graph divs: their title text, trace count and per-trace point counts. gd._fullData holds the
+// decoded arrays (a figure sent as plotly's mime type carries numpy arrays base64-encoded in gd.data).
 const PLOTS_JS = () => Array.from(document.querySelectorAll('.js-plotly-plot')).map((gd) => ({
   title: (gd.layout && gd.layout.title && (gd.layout.title.text || gd.layout.title)) || '',
   traces: (gd.data || []).length,
-  points: (gd.data || []).map((t) => (t.x ? t.x.length : 0)),
-  xsum: (gd.data || []).map((t) => (t.x ? Array.from(t.x).reduce((a, b) => a + Number(b), 0) : 0)),
+  points: (gd._fullData || gd.data || []).map((t) => (t.x ? t.x.length : 0)),
+  xsum: (gd._fullData || gd.data || []).map((t) => (t.x ? Array.from(t.x).reduce((a, b) => a + Number(b), 0) : 0)),
   rendered: gd.querySelectorAll('.trace, .point, .bars path, .scatterlayer path').length,
 }));
 
@@ -50,16 +51,27 @@ async function acceptDialogs(page) {
   await page.locator('.jp-Dialog .jp-mod-accept').first().click().catch(() => {});
 }
 
-// Sampled inside the page every 10 ms (no round trips): the live figure's point counts as they change.
+// Sampled inside the page every 10 ms (no round trips): the live figure's point counts as they change,
+// with the wall-clock time each was first on screen, and when the inspector's allocator plot first drew.
 function sampleLiveFigure() {
   window.__memlabLengths = [];
+  window.__memlabLengthTimes = [];
+  window.__memlabInspectorAt = 0;
   setInterval(() => {
     for (const gd of document.querySelectorAll('.js-plotly-plot')) {
       const t = gd.layout && gd.layout.title && String(gd.layout.title.text || '');
-      if (t && t.startsWith('Memory per request') && gd.data && gd.data[0] && gd.data[0].x) {
-        const n = gd.data[0].x.length;
+      const full = gd._fullData || gd.data;
+      if (t && t.startsWith('Memory per request') && full && full[0] && full[0].x
+          && gd.querySelector('.scatterlayer .trace')) {
+        const n = full[0].x.length;
         const seenSoFar = window.__memlabLengths;
-        if (seenSoFar[seenSoFar.length - 1] !== n) seenSoFar.push(n);
+        if (n > 0 && seenSoFar[seenSoFar.length - 1] !== n) {
+          seenSoFar.push(n);
+          window.__memlabLengthTimes.push(Date.now());
+        }
+      }
+      if (!window.__memlabInspectorAt && t && t.startsWith('Allocator state') && gd.querySelector('.bars path')) {
+        window.__memlabInspectorAt = Date.now();
       }
     }
   }, 10);
@@ -102,8 +114,18 @@ async function lab(page) {
   }
   if (!done) fail('the notebook did not finish (no MEMLAB_NOTEBOOK_DONE in the outputs)');
   seen.liveLengths = await page.evaluate(() => window.__memlabLengths);
-  seen.notebookDone = (await page.locator('.jp-OutputArea-output', { hasText: 'MEMLAB_NOTEBOOK_DONE' })
-    .first().innerText()).trim();
+  const outputs = (await page.locator('.jp-OutputArea-output').allInnerTexts()).join('\n');
+  const stamp = (key) => { const m = outputs.match(new RegExp(`${key} (\\d+)`)); return m ? Number(m[1]) : null; };
+  const [times, inspectorAt] = await page.evaluate(() => [window.__memlabLengthTimes, window.__memlabInspectorAt]);
+  const cellT0 = stamp('MEMLAB_T0');
+  const cellT1 = stamp('MEMLAB_T1');
+  // from the cell's start (the kernel's clock, same machine) to the page
+  seen.timing = { firstLiveMs: cellT0 && times.length ? times[0] - cellT0 : null,
+    liveDoneMs: cellT0 && times.length ? times[times.length - 1] - cellT0 : null, liveUpdates: times.length,
+    inspectorMs: cellT1 && inspectorAt ? inspectorAt - cellT1 : null };
+  const js = outputs.match(/MEMLAB_JS (\d+) (\d+)/);
+  seen.figureWidgets = js ? { count: Number(js[1]), esmBytes: Number(js[2]) } : null;
+  seen.notebookDone = (outputs.match(/MEMLAB_NOTEBOOK_DONE[^\n]*/) || [''])[0].trim();
 
   const plots = await page.evaluate(PLOTS_JS);
   const live = plots.find((p) => String(p.title).startsWith('Memory per request'));

@@ -39,6 +39,12 @@ NOTEBOOK = HERE / "live_inspector.ipynb"
 N_REQUESTS = 144  # 48 photos sent three times: enough simulated requests (~2-4 s) to see the figure grow
 TP = 2  # the seed scenario's tensor_parallel_size
 N_TRACES = TP * (5 + 1)  # per rank: five memory metrics + the failure markers (toolkit.viz.plots.plot_run)
+# Times from a cell's start to the page (issue 16). Goal: 1.5 s for both. Measured here on a loaded 2-core
+# machine (2026-12-01): first live point 2.9 s, inspector 1.5-2.2 s; before (one FigureWidget, ~5 MB of
+# plotly.js each): 12.9 s and 6.4-8.1 s. Asserted with a 2x margin over what this machine measured, so
+# a return of per-widget bundles fails; the 1.5 s goal itself is not met yet for the live figure.
+FIRST_LIVE_POINT_MAX_MS = 6000
+INSPECTOR_SHOWN_MAX_MS = 4500
 
 pytestmark = [
     pytest.mark.slow,
@@ -159,6 +165,12 @@ def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) 
         log = Path(str(jupyterlab["log"])).read_text()[-2000:]
         print(f"JupyterLab log (tail):\n{log}")
         raise
+    timing, fws = seen["timing"], seen["figureWidgets"]
+    print(f"timing (ms from the cell's start): {timing}; FigureWidgets: {fws}")
+    assert fws == {"count": 0, "esmBytes": 0}, "a FigureWidget ships its own plotly.js: use plotly outputs"
+    assert timing["firstLiveMs"] is not None and timing["firstLiveMs"] <= FIRST_LIVE_POINT_MAX_MS, timing
+    assert timing["inspectorMs"] is not None and timing["inspectorMs"] <= INSPECTOR_SHOWN_MAX_MS, timing
+    assert timing["firstLiveMs"] < timing["liveDoneMs"], timing  # on screen before the run ended
     # The live figure grew while the run went: the page saw it with some but not all requests, in order.
     lengths = seen["liveLengths"]
     print(f"live figure lengths seen in the page: {lengths}; dialogs accepted: {seen.get('dialogs', [])}")

@@ -78,3 +78,37 @@ def _display(obj: Any, *, display_id: bool = False) -> Any:
     return display(obj, display_id=display_id) if display_id else display(obj)
 
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def figure_bundle(fig: go.Figure) -> dict[str, Any]:
+    """The figure as plotly's mime type only (JupyterLab, Notebook 7 and VS Code render it with one
+    plotly.js per page), plus a text line for front ends without it.
+
+    Not ``display(fig)``: plotly's ``_ipython_display_`` goes through its renderers, which ignore
+    ``display_id`` (every update became a new output) and, with the "notebook" renderer, embed plotly.js.
+    """
+    import json
+
+    title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else "plotly figure"
+    return {PLOTLY_MIME: json.loads(fig.to_json()), "text/plain": str(title).split("<br>")[0]}
+
+
+def show_figure(fig: go.Figure, *, display_id: bool = False) -> Any:
+    """Display a figure as ``figure_bundle``; returns the display handle when ``display_id``."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is a notebook-extra dependency
+        return None
+    if get_ipython() is None:
+        return None
+    bundle = figure_bundle(fig)
+    return display(bundle, raw=True, display_id=True) if display_id else display(bundle, raw=True)
+
+
+def update_figure(handle: Any, fig: go.Figure) -> None:
+    """Replace what a ``show_figure(..., display_id=True)`` handle shows (one output, redrawn in place)."""
+    if handle is not None:
+        handle.update(figure_bundle(fig), raw=True)
+

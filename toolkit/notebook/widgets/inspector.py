@@ -26,6 +26,7 @@ from toolkit.notebook.widgets.display import (
     _display,
     _figure_widget,
     _resolve_mode,
+    show_figure,
 )
 from toolkit.snapshot.by_request import snapshot_lookup, snapshots_for
 
@@ -138,6 +139,10 @@ class Inspector:
             snapshots = snapshots_for(run)
         self.lookup = snapshot_lookup(snapshots)
         self.mode = _resolve_mode(mode)
+        # "auto" draws plain plotly figures into Output widgets: plotly's mime renderer loads plotly.js once
+        # per page, where each FigureWidget ships its own ~5 MB bundle (6.4-8.1 s to show, issue 16).
+        # mode="widget" keeps FigureWidgets (updated in place; clicking the overview jumps to a request).
+        self.light = mode == "auto" and self.mode == "widget"
         self.scale = scale
         self.max_segments = max_segments
         self.max_height_px = max_height_px
@@ -271,10 +276,14 @@ class Inspector:
         ui["prev"].on_click(lambda _b: self.step(-1))
         ui["next"].on_click(lambda _b: self.step(+1))
         ui["slider"].observe(lambda ch: self.show(ch["new"]), names="value")
-        ui["state"] = _figure_widget(self.state_figure())
-        ui["overview"] = _figure_widget(self._overview())
+        if self.light:
+            ui["state"], ui["overview"] = w.Output(), w.Output()
+            self._draw_light()
+        else:
+            ui["state"] = _figure_widget(self.state_figure())
+            ui["overview"] = _figure_widget(self._overview())
+            self._wire_overview()
         self._overview_rank = self.rank
-        self._wire_overview()
         ui["stats"] = w.HTML(self.stats(), layout=w.Layout(width="490px", min_width="490px"))
         sim = " <b style='color:#e65100'>simulated</b>" if self.run.simulated else ""
         header = w.HTML(f"<b>Inspector</b>: {html.escape(self.run.name)}{sim} — {len(self.requests)} requests, "
@@ -317,8 +326,21 @@ class Inspector:
             self._syncing = False
         self._render()
 
+    def _draw_light(self) -> None:
+        """Redraw both figures as plain plotly outputs (the light widget stack)."""
+        for key, fig in (("state", self.state_figure()), ("overview", self._overview())):
+            out = self._ui[key]
+            out.clear_output(wait=True)
+            with out:
+                show_figure(fig)
+
     def _render(self) -> None:
         ui = self._ui
+        if self.light:
+            self._draw_light()
+            ui["stats"].value = self.stats()
+            self._overview_rank = self.rank
+            return
         snap = self.lookup(self.request, self.rank)
         traces, layout = allocator_state_traces(snap, scale=self.scale, max_segments=self.max_segments,
                                                 max_height_px=self.max_height_px,

@@ -26,6 +26,9 @@ from toolkit.notebook.widgets.display import (
     _display,
     _figure_widget,
     _resolve_mode,
+    show_figure,
+    update_figure,
+    widgets_available,
 )
 
 # -- live figure ---------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ class LiveFigure:
         interval_s: the shortest time between two redraws.
         max_overhead: the largest fraction of wall time redraws may take.
         mode: "widget" (FigureWidget, updated in place), "static" (plotly figure through a display
-            handle), or "auto".
+            handle, plotly.js loaded once per page), or "auto" (= "static", see the note in ``__init__``).
     """
 
     def __init__(
@@ -99,7 +102,11 @@ class LiveFigure:
     ) -> None:
         if interval_s < 0 or not 0 < max_overhead <= 1:
             raise WidgetError("interval_s must be >= 0 and max_overhead in (0, 1]")
-        self.mode = _resolve_mode(mode)
+        # "auto" is the display handle: a FigureWidget (anywidget) ships its own ~5 MB plotly.js bundle in
+        # its state (plotly 7: FigureWidget._esm), so in a fresh page the first point showed after the whole
+        # 40-photo run (12.9 s, issue 16); plotly's mime renderer loads plotly.js once per page and draws
+        # each update_display as it comes. "widget" stays available for in-place trace updates.
+        self.mode = "static" if mode == "auto" else _resolve_mode(mode)
         self.header = header.with_samples(())
         self.metrics = tuple(metrics)
         self.interval_s = interval_s
@@ -120,6 +127,7 @@ class LiveFigure:
         self.flush_seconds = 0.0
         self._widget: go.FigureWidget | None = None
         self._handle: Any = None
+        self._out: Any = None  # the Output widget the static figure is drawn into, in a kernel
         self._displayed = False
         self._build()
 
@@ -181,8 +189,7 @@ class LiveFigure:
             self._update_widget()
         else:
             self._static = self.figure()
-            if self._handle is not None:
-                self._handle.update(self._static)
+            self._show_static(self._static)
         self._dirty = False
         spent = time.perf_counter() - t0
         self.flushes += 1
@@ -230,9 +237,19 @@ class LiveFigure:
                 self._widget.layout.annotations = final.layout.annotations
         else:
             self._static = final
-            if self._handle is not None:
-                self._handle.update(final)
+            self._show_static(final)
         return self.run
+
+    def _show_static(self, fig: go.Figure) -> None:
+        """Redraw the displayed static figure: in its Output widget (a kernel with ipywidgets: JupyterLab's
+        plotly renderer does not redraw an output on update_display, measured in tests/browser), else
+        through the display handle."""
+        if self._out is not None:
+            self._out.clear_output(wait=True)
+            with self._out:
+                show_figure(fig)
+        else:
+            update_figure(self._handle, fig)
 
     # -- display -----------------------------------------------------------------------------------
     @property
@@ -244,7 +261,14 @@ class LiveFigure:
         if self.mode == "widget":
             _display(self._widget)
         else:
-            self._handle = _display(self._static, display_id=True)
+            if widgets_available():
+                import ipywidgets
+
+                self._out = ipywidgets.Output()
+                _display(self._out)
+                self._show_static(self._static)
+            else:
+                self._handle = show_figure(self._static, display_id=True)
 
     def __repr__(self) -> str:
         sim = ", simulated" if self.header.simulated else ""

@@ -27,6 +27,7 @@ from toolkit.notebook.widgets.display import (
     _display,
     _figure_widget,
     _resolve_mode,
+    show_figure,
 )
 
 # -- conf sweep ----------------------------------------------------------------------------------------
@@ -147,7 +148,9 @@ class ConfSweep:
         self.memory_fraction = memory_fraction
         self.metric = metric
         self.max_combinations = max_combinations
-        self.mode = _resolve_mode(mode)
+        # "auto": the panel's figure is a plain plotly output in an Output widget (plotly.js once per page;
+        # a FigureWidget ships its own ~5 MB bundle); "widget" keeps a FigureWidget updated in place
+        self.mode = "static" if mode == "auto" else _resolve_mode(mode)
         self._runner = runner
         self.runs: list[Run] = []
         self.rejected: list[tuple[str, str]] = []
@@ -242,8 +245,8 @@ class ConfSweep:
         from toolkit.viz.report import format_summary
 
         new = self.figure()
-        fw = self._ui["figure"]
         if self.mode == "widget":
+            fw = self._ui["figure"]
             # assigning a layout sends the front end only the keys it has (a relayout merges): without this
             # the previous metric's capacity line and its label would stay on a sub-GiB plot
             fw.layout.shapes = new.layout.shapes  # (update_layout skips empty tuples: assign)
@@ -255,7 +258,7 @@ class ConfSweep:
         else:
             self._ui["figure_out"].clear_output(wait=True)
             with self._ui["figure_out"]:
-                _display(new)
+                show_figure(new)
         cols = ["run", "status", "requests_served", "oom_at_request", "peak_reserved_bytes",
                 "peak_fragmentation_bytes", "peak_inactive_split_bytes", "peak_non_torch_bytes",
                 "peak_driver_cached_bytes", "alloc_retries"]
