@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # local wheel on this project's machines; elsewhere add --index-url https://download.pytorch.org/whl/cpu).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check bench record clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ check: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
+
+# Opt-in (minutes, needs .venv-vllm): record allocation programs from vLLM's own Qwen-VL code and compare them
+# with the hand-written ones (docs/recorded-programs.md).
+record: $(VENV)/.installed
+	bash scripts/setup_cpu_engine.sh
+	$(PY) scripts/record_programs.py
+	$(PY) benchmarks/bench_recorder.py --write-doc
 
 clean:
 	rm -rf $(VENV) out

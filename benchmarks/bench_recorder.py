@@ -28,11 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recordings", type=Path, default=ROOT / "out" / "recordings")
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="the test suite's smoke: same work, nothing judged")
     a = ap.parse_args(argv)
     files = sorted(a.recordings.glob("*.json.gz"))
-    if not files:
-        print(f"no recordings in {a.recordings}: run scripts/record_programs.py first", file=sys.stderr)
-        return 2
+    if not files:  # recording is opt-in (make record): nothing to measure is not a failure of make bench
+        print(f"(no recordings in {a.recordings}: run `make record` first; nothing to measure)")
+        return 0
     timing = ["| recording | visual tokens | phases (s) | request total (s) |", "|---|---|---|---|"]
     comps = []
     t0 = time.perf_counter()

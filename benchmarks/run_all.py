@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("bench_snapshot.py", "bench_replay.py", "bench_scenario.py", "bench_plots.py", "bench_probe.py")
+ORDER = ("bench_snapshot.py", "bench_replay.py", "bench_scenario.py", "bench_plots.py", "bench_probe.py",
+         "bench_recorder.py")
 
 
 FLOOR_MISSED_EXIT = 3  # floors.FLOOR_MISSED_EXIT

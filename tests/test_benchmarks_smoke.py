@@ -70,3 +70,9 @@ def test_a_figure_below_its_floor_is_marked_fail(capsys: pytest.CaptureFixture[s
     assert floors.finish() == floors.FLOOR_MISSED_EXIT
     out = capsys.readouterr()
     assert "FAIL: below its floor" in out.out and "FAIL events: 250,000.0 events/s" in out.err
+
+
+def test_recorder_benchmark_without_recordings_says_how_to_make_them(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_recorder.py"), "--quick", "--recordings", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=ROOT)
+    assert proc.returncode == 0 and "make record" in proc.stdout, proc.stdout + proc.stderr

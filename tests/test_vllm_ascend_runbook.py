@@ -364,7 +364,7 @@ class _FakeEngine:
         if self.fail_start:
             raise RuntimeError("NPU out of memory while profiling")
         self.calls.append(("init", dict(model=model, **kwargs)))
-        self.conf = "conf readback"
+        self.readback = "conf readback"
 
     def start_recording(self, max_entries: int) -> list[dict]:
         self.calls.append(("start_recording", max_entries))
