@@ -7,7 +7,10 @@ and ``watch()`` never branch on the backend or duck-type attributes. Plain data 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from toolkit.core.errors import EngineError
 
 if TYPE_CHECKING:
     from toolkit.core.records import RequestResult, Run
@@ -50,3 +53,21 @@ class Engine(Protocol):
     def conf_rows(self) -> Rows:
         """The conf as asked and as the allocator gets it (label, value pairs)."""
         ...
+
+
+def split_knobs(knobs: dict[str, Any], owner: str, *extra: type) -> list[dict[str, Any]]:
+    """Route keyword arguments to the dataclasses that define them; an unknown one is a one-line error."""
+    out: list[dict[str, Any]] = []
+    rest = dict(knobs)
+    for cls in extra:
+        names = {f.name for f in fields(cls)}
+        out.append({k: rest.pop(k) for k in list(rest) if k in names})
+    if rest:
+        import difflib
+
+        known = [f.name for cls in extra for f in fields(cls)]
+        name = sorted(rest)[0]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f": did you mean {close[0]}?" if close else f" (known: {', '.join(known)})"
+        raise EngineError(f"{owner} takes no argument {name!r}{hint}")
+    return out

@@ -33,10 +33,12 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.core.errors import EngineError
 from toolkit.workload.inputs import list_images, opened_image
+from toolkit.engines.base import split_knobs
 from toolkit.engines.runloop import run_path_for, run_requests
 from toolkit.core.records import MemorySample, RequestResult, Run
 from toolkit.core.units import MiB
@@ -108,6 +110,33 @@ def _load_image(image: Any) -> tuple[str | None, int, int, str]:
     return getattr(image, "filename", None) or None, width, height, f"pil:{width}x{height}:{digest}"
 
 
+@dataclass(frozen=True)
+class SimOptions:
+    """What only the simulated engine has (the vLLM arguments are ``EngineArgs``, shared with the real engine).
+
+    ``memory_fraction``: call ``set_per_process_memory_fraction`` in the worker (vLLM never does;
+    ``garbage_collection_threshold`` only acts when a fraction is set). ``device_capacity_bytes`` /
+    ``context_bytes``: per-device memory and runtime memory outside the allocators (default: the simulator's,
+    64 GiB and 1 GiB on NPU). ``output_tokens``: ``"max"`` (every request generates ``max_tokens``: the worst
+    case, deterministic), ``"uniform"`` (seeded draw in ``[1, max_tokens]``), or a fixed int. ``workspace``:
+    NPU workspace sizes per operator call (uncalibrated: zero by default). ``program``: ``"hand"``
+    (``toolkit.workload.program``) or ``"recorded"`` (measured from vLLM's model code, read from
+    ``recordings``; docs/recorded-programs.md).
+    """
+
+    device_capacity_bytes: int | None = None
+    context_bytes: int | None = None
+    torch_version: str | None = None
+    memory_fraction: float | None = None
+    output_tokens: OutputTokens = "max"
+    workspace: WorkspacePolicy | None = None
+    hccl_buffer_bytes: int | None = None
+    post_profile_non_torch_bytes: int | None = None
+    decode_steady_state: bool = True
+    program: Literal["hand", "recorded"] = "hand"
+    recordings: str | os.PathLike[str] | None = None
+
+
 class SimEngine:
     """The ``sim`` backend of ``%ascend_llm`` (interface shared with the real engines).
 
@@ -125,20 +154,10 @@ class SimEngine:
         vllm_ascend_version: apply that vllm-ascend's rewrite of ``PYTORCH_NPU_ALLOC_CONF``
             (``toolkit.conf.policy.upstream_policy``; e.g. ``"0.14.0rc1"`` appends ``expandable_segments:True``);
             None: the allocator gets ``conf`` exactly (a vLLM release without the default).
-        memory_fraction: call ``set_per_process_memory_fraction`` in the worker (vLLM never does;
-            ``garbage_collection_threshold`` only acts when a fraction is set).
-        device_capacity_bytes: per-device memory (default: the simulator's, 64 GiB on NPU).
-        context_bytes: runtime memory outside the allocators (default: the simulator's).
-        output_tokens: ``"max"`` (every request generates ``max_tokens``: the worst case, deterministic),
-            ``"uniform"`` (seeded uniform draw in ``[1, max_tokens]`` per request), or a fixed int.
         run_dir: where ``run_images`` writes run files (``<name>.jsonl``); None: runs stay in memory
             unless ``run_images(run_path=...)`` is given.
-        workspace: NPU workspace sizes per operator call (uncalibrated: zero by default).
-        program: ``"hand"`` (``toolkit.workload.program``) or ``"recorded"``: encoder programs (and the
-            prefill of the recorded chunk, and the decode step) measured from vLLM's model code, read from
-            ``recordings`` (``toolkit.workload.recorded``, docs/recorded-programs.md); other phases and
-            prefill chunks without a recording stay hand-written.
-        recordings: the folder of recordings for ``program="recorded"``.
+        engine_args / sim / knobs: the vLLM arguments (``EngineArgs``, shared with the real engine) and the
+            simulator's own (``SimOptions``), as dataclasses or by field name.
     """
 
     backend = "sim"
@@ -150,65 +169,51 @@ class SimEngine:
         conf: str | None = None,
         platform: str = "npu",
         *,
-        tensor_parallel_size: int = 1,
-        max_model_len: int = 32768,
-        max_num_seqs: int = 8,
-        max_num_batched_tokens: int = 8192,
-        gpu_memory_utilization: float = 0.9,
-        dtype: str = "auto",
-        block_size: int | None = None,
-        device_capacity_bytes: int | None = None,
-        context_bytes: int | None = None,
-        torch_version: str | None = None,
+        engine_args: EngineArgs | None = None,
+        sim: SimOptions | None = None,
         vllm_ascend_version: str | None = None,
-        memory_fraction: float | None = None,
-        output_tokens: OutputTokens = "max",
-        seed: int = 0,
-        workspace: WorkspacePolicy | None = None,
-        hccl_buffer_bytes: int | None = None,
-        post_profile_non_torch_bytes: int | None = None,
-        decode_steady_state: bool = True,
         run_dir: str | os.PathLike[str] | None = None,
         name: str | None = None,
-        program: Literal["hand", "recorded"] = "hand",
-        recordings: str | os.PathLike[str] | None = None,
+        **knobs: Any,
     ) -> None:
+        """``knobs``: any ``EngineArgs`` or ``SimOptions`` field by name (``tensor_parallel_size=2``,
+        ``memory_fraction=1.0``), on top of ``engine_args`` / ``sim``."""
         from toolkit.sim.device import SimDevice  # deferred: the simulator is only needed here
 
         self.preset = load_preset(model)
         self.model = self.preset.model
         self.platform = platform
-        self.engine_args = EngineArgs(
-            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, gpu_memory_utilization=gpu_memory_utilization,
-            dtype=dtype, block_size=block_size)
+        given, sim_given = split_knobs(knobs, "SimEngine", EngineArgs, SimOptions)
+        self.engine_args = replace(engine_args or EngineArgs(), **given).simulated()
+        self.options = opts = replace(sim or SimOptions(), **sim_given)
+        output_tokens, memory_fraction = opts.output_tokens, opts.memory_fraction
         self.args = self.engine_args.resolved(self.preset, platform)
         if output_tokens not in ("max", "uniform") and not (isinstance(output_tokens, int) and output_tokens > 0):
             raise EngineError(f"output_tokens must be 'max', 'uniform' or a positive int, got {output_tokens!r}")
         self.output_tokens_policy = output_tokens
-        self.seed = seed
+        self.seed = self.engine_args.seed or 0
         self.conf = conf
         self.effective_conf = self._effective_conf(conf, platform, vllm_ascend_version)
         self.memory_fraction = memory_fraction
-        self.workspace_policy = workspace or WorkspacePolicy()
-        self.decode_steady_state = decode_steady_state
+        self.workspace_policy = opts.workspace or WorkspacePolicy()
+        self.decode_steady_state = opts.decode_steady_state
         self.run_dir = Path(run_dir) if run_dir is not None else None
         # named by what differs between runs (the conf): legends and tables then say "default" /
         # "expandable_segments:True"; the model and backend are in every title and table already
         self.name = name or self.effective_conf or "default"
-        tp = tensor_parallel_size
-        self.hccl_buffer_bytes = (HCCL_BUFFER_BYTES if tp > 1 else 0) if hccl_buffer_bytes is None \
-            else hccl_buffer_bytes
+        tp = self.args.tp
+        self.hccl_buffer_bytes = (HCCL_BUFFER_BYTES if tp > 1 else 0) if opts.hccl_buffer_bytes is None \
+            else opts.hccl_buffer_bytes
         self.post_profile_non_torch_bytes = (ATB_TILING_POOL_BYTES if platform == "npu" else 0) \
-            if post_profile_non_torch_bytes is None else post_profile_non_torch_bytes
+            if opts.post_profile_non_torch_bytes is None else opts.post_profile_non_torch_bytes
 
-        self.device: SimDevice = SimDevice(platform, self.effective_conf, capacity_bytes=device_capacity_bytes,
-                                           torch_version=torch_version, context_bytes=context_bytes)
+        self.device: SimDevice = SimDevice(platform, self.effective_conf, capacity_bytes=opts.device_capacity_bytes,
+                                           torch_version=opts.torch_version, context_bytes=opts.context_bytes)
         if memory_fraction is not None:
             self.device.set_per_process_memory_fraction(memory_fraction)
         self.capacity_bytes = self.device.capacity_bytes
         self._programs: dict[tuple[Any, ...], Program] = {}
-        self._recorded = self._recorded_programs(program, recordings)
+        self._recorded = self._recorded_programs(opts.program, opts.recordings)
         self._decode = (self._recorded.decode() if self._recorded else None) or \
             decode_program(self.preset, self.args, 1, self.workspace_policy)
         self._encoder_cache_addr: dict[str, int] = {}
@@ -594,7 +599,7 @@ class SimEngine:
     # -- runs --------------------------------------------------------------------------------------------
     def header(self, name: str | None = None) -> Run:
         """The ``Run`` header describing this engine (no samples)."""
-        args = self.engine_args.to_dict()
+        args = self.engine_args.given()
         args.update(output_tokens=self.output_tokens_policy, seed=self.seed,
                     memory_fraction=self.memory_fraction, kv_cache_blocks=self.budget.num_blocks,
                     kv_cache_bytes=self.budget.kv_cache_bytes, block_size=self.args.block_size)

@@ -20,6 +20,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import BACKEND_CHOICES
 from toolkit.notebook.llm_session import LLMSession
+from toolkit.workload.engine_args import EngineArgs
 from toolkit.notebook.magic_args import MagicArgumentParser, split_line
 
 
@@ -95,9 +96,9 @@ def ascend_llm_parser() -> argparse.ArgumentParser:
     return p
 
 
-_ENGINE_KEYS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size",
-                "gpu_memory_utilization", "dtype", "enforce_eager", "enable_sleep_mode", "limit_mm_per_prompt",
-                "mm_processor_cache_gb", "kv_cache_memory_bytes", "max_tokens", "policy", "vllm_ascend_version")
+# every EngineArgs field the magic has an option for, and the session's own options
+_ENGINE_KEYS = (*(n for n in EngineArgs.names() if n not in ("block_size", "seed")), "max_tokens", "policy",
+                "vllm_ascend_version")
 
 
 @magics_class

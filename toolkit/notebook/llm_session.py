@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.engines.base import Engine
+from toolkit.workload.engine_args import EngineArgs
 from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import BACKEND_CHOICES
 from toolkit.notebook.conf_session import WRITE_VAR, Session
 from toolkit.core.tables import rows_html, rows_text
 
 # engine arguments the simulator models; the others (enforce_eager, sleep mode, multi-modal limits...) only
-# exist on a real engine
-SIM_ARGS = ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-            "gpu_memory_utilization", "dtype")
+# exist on a real engine (one definition: toolkit.workload.engine_args.EngineArgs)
+SIM_ARGS = EngineArgs.SIMULATED
 DEFAULT_RUN_DIR = "runs"
 
 

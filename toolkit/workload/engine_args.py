@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar
 
 from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import PLATFORMS
@@ -18,25 +19,67 @@ class EngineArgsError(ToolkitError, ValueError):
     """Engine arguments vLLM itself would reject (the message says which and why)."""
 
 
-@dataclass(frozen=True, slots=True)
-class EngineArgs:
-    """The subset of ``vllm.LLM(...)`` arguments that decide device memory.
+# What the simulator assumes for an argument nobody gave (a real engine leaves it to vLLM instead).
+SIM_DEFAULTS: dict[str, Any] = {"tensor_parallel_size": 1, "max_model_len": 32768, "max_num_seqs": 8,
+                                "max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.9, "dtype": "auto"}
 
-    ``dtype="auto"`` takes the preset's (bfloat16 for every Qwen-VL preset). ``block_size=None`` takes the
-    platform default. ``max_num_batched_tokens`` is also the chunked-prefill chunk size (vLLM V1 always
-    chunks prefills at this budget).
+
+@dataclass(frozen=True)
+class EngineArgs:
+    """The ``vllm.LLM(...)`` arguments that decide device memory: the one definition every engine shares.
+
+    None means "not given": a real engine passes only what is set and leaves the rest to vLLM; the simulated
+    engine fills ``SIM_DEFAULTS`` (``simulated()``). ``dtype="auto"`` takes the preset's (bfloat16 for every
+    Qwen-VL preset); ``block_size=None`` the platform default. ``max_num_batched_tokens`` is also the
+    chunked-prefill chunk size (vLLM V1 always chunks prefills at this budget). The fields after
+    ``block_size`` exist only on a real engine (the simulator does not model them).
     """
 
-    tensor_parallel_size: int = 1
-    max_model_len: int = 32768
-    max_num_seqs: int = 8
-    max_num_batched_tokens: int = 8192
-    gpu_memory_utilization: float = 0.9
-    dtype: str = "auto"
+    tensor_parallel_size: int | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    dtype: str | None = None
     block_size: int | None = None
+    enforce_eager: bool | None = None
+    enable_sleep_mode: bool | None = None
+    limit_mm_per_prompt: Mapping[str, int] | None = None
+    mm_processor_cache_gb: float | None = None
+    kv_cache_memory_bytes: int | None = None
+    seed: int | None = None
+
+    # the arguments the simulator models (toolkit.workload); the others only act on a real engine
+    SIMULATED: ClassVar[tuple[str, ...]] = ("tensor_parallel_size", "max_model_len", "max_num_seqs",
+                                            "max_num_batched_tokens", "gpu_memory_utilization", "dtype",
+                                            "block_size")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def split(cls, knobs: Mapping[str, Any]) -> tuple[EngineArgs, dict[str, Any]]:
+        """(the engine arguments among ``knobs``, the rest) so that constructors take them as keywords."""
+        names = set(cls.names())
+        return cls(**{k: v for k, v in knobs.items() if k in names}), {k: v for k, v in knobs.items() if k not in names}
+
+    def given(self) -> dict[str, Any]:
+        """The arguments that were set, for ``vllm.LLM(**...)``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if "limit_mm_per_prompt" in out:
+            out["limit_mm_per_prompt"] = dict(out["limit_mm_per_prompt"])
+        return out
+
+    def simulated(self) -> EngineArgs:
+        """These arguments with the simulator's defaults where none was given."""
+        return replace(self, **{k: v for k, v in SIM_DEFAULTS.items() if getattr(self, k) is None})
 
     def resolved(self, preset: Preset, platform: str) -> ResolvedArgs:
-        """Check the arguments against the model and platform the way vLLM's config does."""
+        """Check the arguments against the model and platform the way vLLM's config does (simulator defaults
+        for what was not given)."""
+        if any(getattr(self, k) is None for k in SIM_DEFAULTS):
+            return self.simulated().resolved(preset, platform)
         if platform not in PLATFORMS:
             raise EngineArgsError(f"platform must be one of {PLATFORMS}, got {platform!r}")
         tp = self.tensor_parallel_size

@@ -28,6 +28,7 @@ every engine process is gone, killing stragglers.
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 import json
 import os
 import subprocess
@@ -47,6 +48,8 @@ from toolkit.engines.runloop import run_path_for, run_requests
 from toolkit.core.records import MemorySample, RequestResult, Run
 from toolkit.core.units import format_bytes
 from toolkit.core.vocab import REAL_BACKENDS, WRITE_VAR
+from toolkit.engines.base import split_knobs
+from toolkit.workload.engine_args import EngineArgs
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -282,6 +285,8 @@ class VllmEngine:
             token-based policy), or ``none``.
         run_dir: where ``run_images`` writes ``<name>-<time>.jsonl`` (None: only with ``run_path``).
         environ: the environment the engine processes inherit (default ``os.environ``; tests inject one).
+        engine_args / knobs: the ``vllm.LLM`` arguments that decide memory (``toolkit.workload.engine_args.
+            EngineArgs``, the same names as ``SimEngine``'s), as a dataclass or by field name.
         extra_args: more ``vllm.LLM`` keyword arguments.
     """
 
@@ -298,20 +303,10 @@ class VllmEngine:
         policy: Policy = "upstream",
         vllm_ascend_version: str | None = None,
         max_tokens: int = 1024,
-        tensor_parallel_size: int | None = None,
-        max_model_len: int | None = None,
-        max_num_seqs: int | None = None,
-        max_num_batched_tokens: int | None = None,
-        gpu_memory_utilization: float | None = None,
-        dtype: str | None = None,
-        enforce_eager: bool | None = None,
-        enable_sleep_mode: bool | None = None,
-        limit_mm_per_prompt: Mapping[str, int] | None = None,
-        mm_processor_cache_gb: float | None = None,
-        kv_cache_memory_bytes: int | None = None,
-        seed: int | None = 0,
+        engine_args: EngineArgs | None = None,
         extra_args: Mapping[str, Any] | None = None,
         environ: MutableMapping[str, str] | None = None,
+        **knobs: Any,
     ) -> None:
         if backend not in REAL_BACKENDS:
             raise EngineError(f"backend must be one of {', '.join(REAL_BACKENDS)}, got {backend!r}")
@@ -324,16 +319,13 @@ class VllmEngine:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.max_tokens = max_tokens
         self.environ: MutableMapping[str, str] = os.environ if environ is None else environ
-        given = dict(tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                     max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                     gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, enforce_eager=enforce_eager,
-                     enable_sleep_mode=enable_sleep_mode,
-                     limit_mm_per_prompt=dict(limit_mm_per_prompt) if limit_mm_per_prompt else None,
-                     mm_processor_cache_gb=mm_processor_cache_gb, kv_cache_memory_bytes=kv_cache_memory_bytes,
-                     seed=seed)
+        (given,) = split_knobs(knobs, "VllmEngine", EngineArgs)  # the same names as SimEngine's
+        args = replace(engine_args or EngineArgs(), **given)
+        if args.seed is None:
+            args = replace(args, seed=0)  # deterministic sampling unless asked otherwise
         self.readback: ConfReadback | None = None  # the conf as every worker sees it, once started
         self.requested: dict[str, str | None] = {}
-        self.engine_args: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.engine_args: dict[str, Any] = args.given()
         self.engine_args.update(extra_args or {})
         self.notes: list[str] = []
         if backend == "cpu" and "dtype" not in self.engine_args:
