@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -15,7 +17,8 @@ MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 
 
 def _spec(*present):
-    return lambda name: object() if name in present else None
+    # a found module has a file behind it (a bare folder on sys.path would be a namespace package)
+    return lambda name: SimpleNamespace(origin=f"/site-packages/{name}/__init__.py") if name in present else None
 
 
 @pytest.mark.parametrize(("mods", "files", "expected"), [
