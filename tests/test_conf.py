@@ -1,7 +1,7 @@
 """Unit tests of toolkit.conf: every parser rule per platform and release, warnings, errors, round trips.
 
 The exact behaviour of the torch 2.13 parser is checked separately (tests/test_conf_differential.py);
-rules of other releases come from allocator-spec §1 and the upstream sources cited in the modules.
+rules of other releases come from docs/allocator.md §1 and the upstream sources cited in the modules.
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ WORKED = "roundup_power2_divisions:[256:1,512:2,1024:4,>:8]"
 
 
 def test_roundup_worked_example_gt_semantics() -> None:
-    unified = (1,) * 9 + (2, 4) + (8,) * 5  # spec §2.4: [1 GiB, 2 GiB) -> 4
+    unified = (1,) * 9 + (2, 4) + (8,) * 5  # docs/allocator.md §2.4: [1 GiB, 2 GiB) -> 4
     legacy = (1,) * 9 + (2, 8) + (8,) * 5  # <= 2.9: '>' overwrites the last explicit interval
     for platform, version in UNIFIED + [("npu", "7.3.0"), ("npu", "26.1.0")]:
         assert parse(WORKED, platform, version).roundup_power2_divisions == unified, (platform, version)

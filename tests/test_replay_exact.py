@@ -132,7 +132,7 @@ def test_capacity_is_inferred_from_the_recorded_oom(snapshots: dict, exact: dict
 
 @pytest.mark.parametrize("name", ["cuda-torch29-training.pickle", "cuda-fsdp-2streams-oom.pickle"])
 def test_the_tie_break_is_address_order_in_torch_29(name: str, snapshots: dict) -> None:
-    """Registration-order tie-break (allocator-spec §2.2 for recent CUDA) does not reproduce 2.9 recordings."""
+    """Registration-order tie-break (docs/allocator.md §2.2 for recent CUDA) does not reproduce 2.9 recordings."""
     other = replay(snapshots[name], tie_break="registration").fidelity()
     assert other.allocs_placed < 0.6 * other.allocs and not other.exact
 

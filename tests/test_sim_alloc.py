@@ -1,4 +1,4 @@
-"""Best fit, splitting, merging and the oversize rules of the simulated allocator (allocator-spec §2.6-2.9)."""
+"""Best fit, splitting, merging and the oversize rules of the simulated allocator (docs/allocator.md §2.6-2.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Expandable segments: page mapping, growable best fit, unmapping, NPU alignment (allocator-spec §3)."""
+"""Expandable segments: page mapping, growable best fit, unmapping, NPU alignment (docs/allocator.md §3)."""
 
 from __future__ import annotations
 

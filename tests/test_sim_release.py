@@ -1,4 +1,4 @@
-"""Giving memory back: release-and-retry, oversize release, GC, empty_cache, OOM (allocator-spec §2.10-2.14)."""
+"""Giving memory back: release-and-retry, oversize release, GC, empty_cache, OOM (docs/allocator.md §2.10-2.14)."""
 
 from __future__ import annotations
 

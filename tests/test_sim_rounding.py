@@ -1,4 +1,4 @@
-"""Request rounding, pool choice and segment sizes of the simulated allocators (allocator-spec §2.3-2.5)."""
+"""Request rounding, pool choice and segment sizes of the simulated allocators (docs/allocator.md §2.3-2.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""snapshot(): the layout of torch.cuda.memory._snapshot(), readable by PyTorch's memory_viz (spec §5)."""
+"""snapshot(): the layout of torch.cuda.memory._snapshot(), readable by PyTorch's memory_viz (docs/allocator.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""memory_stats(): torch's key names, sorted, and its arithmetic (allocator-spec §4)."""
+"""memory_stats(): torch's key names, sorted, and its arithmetic (docs/allocator.md §4)."""
 
 from __future__ import annotations
 

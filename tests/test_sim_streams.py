@@ -1,4 +1,4 @@
-"""Several streams: record_stream, pending frees, event completion (allocator-spec §2.9)."""
+"""Several streams: record_stream, pending frees, event completion (docs/allocator.md §2.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`vllm_ascend/` in this repository must never shadow the real vllm-ascend plugin (architecture.md)."""
+"""`vllm_ascend/` in this repository must never shadow the real vllm-ascend plugin (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Importing this package is deliberately cheap and side-effect free: it never imports torch, never touches
 a device and never changes the environment, because a caching allocator reads its conf once, at its first
-allocation, in the process that allocates (see ``docs``: architecture). Public names are resolved lazily.
+allocation, in the process that allocates (docs/design.md). Public names are resolved lazily.
 
 In a notebook::
 

@@ -66,7 +66,7 @@ SEED_MAX_TOKENS = 1024
 SEED_QUESTION = "What is the content of this image?"
 SEED_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # A true baseline needs expandable_segments:False spelled out: with the variable unset, vllm-ascend
-# >= 0.14.0rc1 turns expandable segments on (field notes, "vllm-ascend behaviour").
+# >= 0.14.0rc1 turns expandable segments on (docs/vllm-facts.md, "vllm-ascend behaviour").
 DEFAULT_CONFS = ("expandable_segments:False", "expandable_segments:True", "max_split_size_mb:256")
 DEFAULT_WORD = "default"
 

@@ -11,7 +11,7 @@ seconds and is deterministic for a seed:
   2-layer vision tower of width 64 whose merger projects to the text width;
 * random weights (``transformers``' own initialisation under ``torch.manual_seed``), saved as safetensors
   in float32 (bfloat16 takes vLLM's AMX kernel, which dies with SIGILL unless the worker asked Linux for
-  AMX permission; field notes, "Real vLLM on this kind of machine");
+  AMX permission; docs/vllm-facts.md, "Real vLLM on this kind of machine");
 * ``preprocessor_config.json`` for ``Qwen2VLImageProcessor`` (patch 14, merge 2) with small pixel bounds,
   so every image becomes at most a few hundred visual tokens.
 

@@ -1,4 +1,4 @@
-"""Warnings for strings upstream accepts but that are pointless, risky or deprecated (spec §1.6).
+"""Warnings for strings upstream accepts but that are pointless, risky or deprecated (docs/allocator.md §1.6).
 
 Each warning carries the upstream text when torch/torch_npu prints one itself, else ``upstream=None``.
 """

@@ -1,7 +1,7 @@
 """The self-contained legacy parsers: PyTorch CUDA <= 2.9 (``CUDAAllocatorConfig::parseArgs``) and
 torch_npu <= 26.1.0 (``CachingAllocatorConfig::parseArgs``), replayed token by token.
 
-Legacy rules (spec §1.3, §1.5; code read at pytorch index id 706613213 and an Ascend/pytorch
+Legacy rules (docs/allocator.md §1.3, §1.5; code read at pytorch index id 706613213 and an Ascend/pytorch
 ``NPUAllocatorConfig.cpp`` of the 7.x/26.x line): only ``' '`` is whitespace; separators are checked
 strictly (``Error parsing CachingAllocator settings, expected :``); integers go through ``stoi`` (int32,
 prefix parse; on CUDA a negative wraps to a huge size_t and passes ``> 20``); torch_npu first demands

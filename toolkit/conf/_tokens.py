@@ -1,4 +1,4 @@
-"""The allocator-conf tokenizer, both flavours (spec §1.3).
+"""The allocator-conf tokenizer, both flavours (docs/allocator.md §1.3).
 
 Each of ``, : [ ]`` is a one-character token; every other character joins the current word; whitespace
 is dropped *anywhere*, even inside a word (``"max split"`` -> ``"maxsplit"``). The legacy parsers

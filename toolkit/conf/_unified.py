@@ -1,7 +1,7 @@
 """The unified parsers: c10's ``AcceleratorAllocatorConfig`` followed by a device hook (CUDA >= 2.10,
 torch_npu master = "26.2.0"), replayed token by token.
 
-What makes them odd (spec §1.3; checked against torch 2.13's libc10.so, see tests/test_conf_differential.py):
+What makes them odd (docs/allocator.md §1.3; checked against torch 2.13's libc10.so, see tests/test_conf_differential.py):
 ``ConfigTokenizer::checkToken`` returns a bool that the parsers ignore, so a wrong separator is not an
 error (``expandable_segments,True`` is accepted) -- only running past the end is
 (``Index out of bounds in ConfigTokenizer``). Numbers use ``stoull`` (``-1`` wraps to 2**64-1 and is then
@@ -12,7 +12,7 @@ hook walks the *same* string again and parses its own keys.
 Sources: c10/core/AllocatorConfig.{h,cpp} (cyyever/pytorch 106319cb, equal to the installed 2.13
 behaviour), the 2.9-era cpp (pytorch index id 10131072) for 2.10, c10/cuda/CUDAAllocatorConfig.cpp
 (cyyever/pytorch 0b2b76de, keys cut to the installed 2.13 header), torch_npu NPUAllocatorConfig.cpp
-(Ascend/pytorch 00ebc60c) and spec §1.5 for master.
+(Ascend/pytorch 00ebc60c) and docs/allocator.md §1.5 for master.
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ _NPU_BOOLS = {"pin_memory_expandable_segments": "m_pin_memory_expandable_segment
 
 
 def npu_key_prepass(walk: Walk, keys: frozenset[str]) -> None:
-    """torch_npu master first checks every key against accelerator + NPU keys (spec §1.5).
+    """torch_npu master first checks every key against accelerator + NPU keys (docs/allocator.md §1.5).
 
     Its other first-pass error, an accelerator key outside torch_npu's supported subset ("torch_npu not
     support key"), cannot fire with torch 2.13: torch_npu supports all nine accelerator keys.

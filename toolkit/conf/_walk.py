@@ -180,7 +180,7 @@ def unknown_key_hint(key: str, dialect: Dialect) -> str:
 
 
 def apply_roundup_item(table: list[int], state: dict, boundary: int | str, value: int, legacy_gt: bool) -> None:
-    """One ``K:V`` (or ``>:V``) item of a roundup list, as upstream applies it (spec §2.4).
+    """One ``K:V`` (or ``>:V``) item of a roundup list, as upstream applies it (docs/allocator.md §2.4).
 
     ``state`` holds ``first`` (no numeric item seen yet) and ``last`` (last numeric interval index).
     ``>`` fills from the last index (legacy CUDA <= 2.9) or from the one after it (everyone else).

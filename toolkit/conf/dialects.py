@@ -1,6 +1,6 @@
 """Which keys each (platform, release) accepts, what they mean, and how a version string is resolved.
 
-Sources: allocator-spec §1.4 (CUDA, from the wheel headers of each release) and §1.5 (torch_npu tags and
+Sources: docs/allocator.md §1.4 (CUDA, from the wheel headers of each release) and §1.5 (torch_npu tags and
 branches); "2.13" is what the installed torch 2.13.0+cpu really does (its ``AllocatorConfig.h`` and
 ``c10/cuda/CUDAAllocatorConfig.h`` key lists, and libc10.so probed directly). Versions are *dialects*:
 "2.12" has no release notes we could read and is treated like "2.13"; torch_npu "26.2.0" is master of

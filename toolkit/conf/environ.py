@@ -1,4 +1,4 @@
-"""Which environment variable a process's allocator really reads, per release (spec §1.1).
+"""Which environment variable a process's allocator really reads, per release (docs/allocator.md §1.1).
 
 Only one variable is parsed (first present wins, never merged); an empty value counts as present and
 means "no options". Orders:
@@ -91,7 +91,7 @@ def conf_from_environ(
                          f"allocator still reads {variable})")
         if ALLOC_VAR in environ:
             notes.append(f"in torch 2.9 {ALLOC_VAR} is read by c10's generic config only, probably not by the CUDA "
-                         "caching allocator (spec §9, unverified): set PYTORCH_CUDA_ALLOC_CONF too")
+                         "caching allocator (docs/allocator.md §9, unverified): set PYTORCH_CUDA_ALLOC_CONF too")
     if d.platform == "npu" and d.unified and CUDA_VAR in environ:
         notes.append(f"{CUDA_VAR} is set: torch 2.13's generic allocator config reads it before torch_npu's "
                      "variable; unset it on NPU hosts")

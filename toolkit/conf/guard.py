@@ -1,7 +1,7 @@
 """Is it too late to change the allocator conf in *this* process?
 
 The caching allocators of PyTorch (CUDA) and torch_npu parse their conf string once, when the device
-allocator is first initialised (allocator-spec §1.2; torch_npu's own test_large_segment_size.py says
+allocator is first initialised (docs/allocator.md §1.2; torch_npu's own test_large_segment_size.py says
 re-setting the variable "won't trigger re-parsing since the allocator is already initialized"). After that,
 writing ``PYTORCH_NPU_ALLOC_CONF`` only affects processes started later (vLLM's EngineCore and workers in
 the default multiprocess mode), never an engine running inside this kernel.

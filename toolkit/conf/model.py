@@ -135,7 +135,7 @@ class AllocConf:
 
     @property
     def roundup_power2_divisions(self) -> tuple[int, ...]:
-        """16 division counts, one per size interval (index 0: < 2 MiB ... 15: >= 32 GiB), spec §2.4."""
+        """16 division counts, one per size interval (index 0: < 2 MiB ... 15: >= 32 GiB), docs/allocator.md §2.4."""
         value = dict(self.items).get("roundup_power2_divisions", 0)
         legacy = self.platform == "cuda" and not self.dialect.unified
         return roundup_table(value, legacy_gt=legacy)
@@ -158,7 +158,7 @@ class AllocConf:
 
     @property
     def expandable_large_page_bytes(self) -> int:
-        """Large-pool page of expandable segments (spec §3.2; NPU also honours segment_size_mb and 1g pages)."""
+        """Large-pool page of expandable segments (docs/allocator.md §3.2; NPU also honours segment_size_mb and 1g pages)."""
         options = dict(self.items)
         if self.platform == "npu":
             if self.page_size_1g:

@@ -36,7 +36,7 @@ DEFAULT_FROM = Version("0.14.0rc1")  # first tag with PR #5855; releases/v0.13.0
 OLDEST_KNOWN = Version("0.7.3rc1")
 NEWEST_KNOWN_LINE = (0, 26)
 EXPANDABLE = "expandable_segments:True"
-# The NPU allocator refuses expandable segments together with these keys (allocator-spec §1.6).
+# The NPU allocator refuses expandable segments together with these keys (docs/allocator.md §1.6).
 _EXCLUSIVE = ("max_split_size_mb", "garbage_collection_threshold")
 
 

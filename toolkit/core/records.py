@@ -1,7 +1,7 @@
 """The record every path shares: a ``Run`` of ``MemorySample``s, appended to disk as samples arrive.
 
 A real NPU run, a CPU vLLM run, a simulated run and a replay all produce this, so every plot and
-comparison works on all of them (architecture document, "one record type"). Pure: stdlib only at import
+comparison works on all of them (docs/design.md, "Data flow"). Pure: stdlib only at import
 (pandas is imported inside ``Run.to_frame``).
 
 On disk a run is JSON Lines, written by ``RunWriter``::
@@ -47,7 +47,7 @@ class RecordError(ToolkitError, ValueError):
 class MemorySample:
     """Device memory of one rank after one request (plain ints; bytes are ``*_bytes``).
 
-    The byte fields follow torch's ``memory_stats()`` and vLLM's decomposition (allocator-spec §4, §6):
+    The byte fields follow torch's ``memory_stats()`` and vLLM's decomposition (docs/allocator.md §4, §6):
     ``allocated`` = ``allocated_bytes.all.current``; ``allocated_peak`` = the peak of it *during this
     request* (peak stats are reset before each request); ``reserved`` = ``reserved_bytes.all.current``;
     ``active`` = ``active_bytes.all.current``; ``inactive_split`` = ``inactive_split_bytes.all.current``

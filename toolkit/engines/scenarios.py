@@ -12,7 +12,7 @@ Confs compared by default:
 * ``expandable_segments:True`` -- the PR's fix;
 * ``max_split_size_mb:256`` -- the conf vllm-ascend's docs suggested before (issue #4246);
 * ``garbage_collection_threshold:0.8`` with a memory fraction of 1.0 -- garbage collection only acts when
-  a per-process memory fraction is set (allocator-spec §2.12), and vLLM sets none, so on its own this conf
+  a per-process memory fraction is set (docs/allocator.md §2.12), and vLLM sets none, so on its own this conf
   changes nothing; the scenario also calls ``set_per_process_memory_fraction(1.0)`` in the worker, which
   enables it without lowering the limit. 0.8 of 64 GiB is below what vLLM reserves after allocating the KV
   cache, so the collector runs on every allocation that misses the cache.

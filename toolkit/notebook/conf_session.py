@@ -22,7 +22,7 @@ from toolkit.core.vocab import PLATFORMS, WRITE_VAR
 from toolkit.viz.tables import ConfStatus, PolicyView
 
 # The variable the toolkit writes per platform, and the competing ones it moves out of the way: with only
-# one alloc variable set, every torch / torch_npu version reads the same thing (allocator-spec §1.1).
+# one alloc variable set, every torch / torch_npu version reads the same thing (docs/allocator.md §1.1).
 COMPETING = {
     "npu": ("PYTORCH_ALLOC_CONF",),
     "cuda": ("PYTORCH_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF"),

@@ -1,4 +1,4 @@
-"""Blocks and segments: the allocator's data model (allocator-spec §2.2).
+"""Blocks and segments: the allocator's data model (docs/allocator.md §2.2).
 
 A segment is one device allocation (or one expandable virtual-address reservation) carved into an
 address-ordered doubly linked list of blocks. Plain ``__slots__`` classes: the simulator creates and

@@ -1,4 +1,4 @@
-"""Allocator constants shared by the CUDA and NPU caching allocators (allocator-spec §2.1).
+"""Allocator constants shared by the CUDA and NPU caching allocators (docs/allocator.md §2.1).
 
 Source: ``c10/cuda/CUDACachingAllocator.cpp`` and torch_npu ``NPUCachingAllocator.cpp`` (same values).
 """

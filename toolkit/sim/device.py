@@ -7,7 +7,7 @@ per-event copies. Rarely used paths live in mixins: ``release`` (GC, empty_cache
 ``events`` (streams), ``seeding`` (state before a trace), ``workspace`` (NPU workspace allocator).
 
 Sources: ``DeviceCachingAllocator`` in ``c10/cuda/CUDACachingAllocator.cpp`` (2.7–2.11) and torch_npu
-``NPUCachingAllocator.cpp``, as summarised in docs/allocator-spec.md §2–5 (section numbers below).
+``NPUCachingAllocator.cpp``, as summarised in docs/allocator.md §2–5 (section numbers below).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Several streams: ``record_stream`` and frees that complete late (allocator-spec §2.9).
+"""Several streams: ``record_stream`` and frees that complete late (docs/allocator.md §2.9).
 
 Mixin of :class:`toolkit.sim.device.SimDevice`. A block freed after ``record_stream(addr, s)`` gets one
 event per extra stream and stays *pending* (``active_pending_free``) until those events complete. The

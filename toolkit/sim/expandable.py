@@ -1,4 +1,4 @@
-"""Expandable segments: per-stream VA reservations whose pages are mapped on demand (allocator-spec §3).
+"""Expandable segments: per-stream VA reservations whose pages are mapped on demand (docs/allocator.md §3).
 
 Mixin of :class:`toolkit.sim.device.SimDevice`. Pages: 2 MiB (small pool), the large segment size
 (20 MiB default, ``large_segment_size_mb``) or 1 GiB (NPU ``page_size:1g``) for the large pool. Mapping

@@ -1,4 +1,4 @@
-"""Out-of-memory errors with the real CUDA and NPU message texts (allocator-spec §2.14).
+"""Out-of-memory errors with the real CUDA and NPU message texts (docs/allocator.md §2.14).
 
 Sources: ``DeviceCachingAllocator::malloc`` in ``c10/cuda/CUDACachingAllocator.cpp`` (2.8–2.10 template)
 and in torch_npu ``NPUCachingAllocator.cpp`` (master text: no space before "If");

@@ -1,4 +1,4 @@
-"""Giving cached memory back to the device: whole segments, oversize blocks, GC (allocator-spec §2.11–2.13).
+"""Giving cached memory back to the device: whole segments, oversize blocks, GC (docs/allocator.md §2.11–2.13).
 
 Mixin of :class:`toolkit.sim.device.SimDevice`; uses its attributes (``_by_ptr``, pools, stats, trace).
 """

@@ -1,4 +1,4 @@
-"""Request rounding and segment sizing (allocator-spec §2.3–2.5).
+"""Request rounding and segment sizing (docs/allocator.md §2.3–2.5).
 
 Pure functions; the device inlines the common no-option case for speed and calls these otherwise.
 Source: ``round_size``, ``roundup_power2_next_division``, ``get_allocation_size`` in

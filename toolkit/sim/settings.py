@@ -24,12 +24,12 @@ TieBreak = Literal["address", "registration"]
 # Free blocks of equal size: CUDA orders the default pools' free sets by (stream, size, ptr) in every
 # release modelled, torch_npu likewise. Source: ``BlockComparatorSize`` in c10/cuda/CUDACachingAllocator.cpp
 # (pytorch/pytorch eb42ad6eca0c, a main newer than 2.9): no registration_counter in it; that counter
-# only orders MemPool registration. allocator-spec §2.2 says recent CUDA (2.10+ [I]) breaks ties by
+# only orders MemPool registration. docs/allocator.md §2.2 says recent CUDA (2.10+ [I]) breaks ties by
 # registration_counter: the recordings contradict it and win (cuda-torch29-training, torch >= 2.9:
 # 2162/2162 allocations at their recorded address with address order, 484/2162 with registration
 # order). "registration" stays available as an explicit ``tie_break`` for experiments.
 REGISTRATION_TIE_BREAK_FROM: tuple[int, int] | None = None
-# The CUDA OOM hint names PYTORCH_ALLOC_CONF from 2.10 (spec §2.14, user log with 2.10.0).
+# The CUDA OOM hint names PYTORCH_ALLOC_CONF from 2.10 (docs/allocator.md §2.14, user log with 2.10.0).
 OOM_HINT_ALLOC_CONF_FROM = (2, 10)
 
 

@@ -1,4 +1,4 @@
-"""``torch.cuda.memory._snapshot()``-shaped output of the simulator (allocator-spec §5.2, §5.4).
+"""``torch.cuda.memory._snapshot()``-shaped output of the simulator (docs/allocator.md §5.2, §5.4).
 
 Segments carry their blocks and states; ``device_traces`` holds the recorded actions in torch's
 vocabulary. Everything simulated is labelled: a top-level ``"simulated": True`` key (ignored by

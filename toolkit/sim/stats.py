@@ -1,4 +1,4 @@
-"""Allocator statistics with torch's arithmetic and key names (allocator-spec §4.1).
+"""Allocator statistics with torch's arithmetic and key names (docs/allocator.md §4.1).
 
 torch keeps every pool statistic three times (``all``, ``small_pool``, ``large_pool``) with
 ``increase(n)``: current += n, peak = max(peak, current), allocated += n and ``decrease(n)``:

@@ -1,7 +1,7 @@
 """Request rounding and split rules of the caching allocator, as far as a recorded trace needs them.
 
 Used to derive the real size of a block whose trace entries only carry the requested size. Follows
-docs/allocator-spec.md sections 2.3-2.8 (CUDACachingAllocator.cpp ``round_size``/``should_split``;
+docs/allocator.md §2.3-2.8 (CUDACachingAllocator.cpp ``round_size``/``should_split``;
 torch_npu adds a 32-byte pad before rounding). The simulator has the full model; this module only needs
 the rules that decide a block's size from the request and the free block it was carved from; the
 arithmetic itself is the simulator's (``toolkit.sim.rounding``), so both always agree.

@@ -1,7 +1,7 @@
 """Types mirroring ``torch.cuda.memory._snapshot()`` (and torch_npu's copy of it), plus ``SnapshotError``.
 
 Layout as emitted by torch/csrc/cuda/Module.cpp + memory_snapshot.cpp (PyTorch 2.1-2.11) and
-torch_npu/csrc/npu/Module.cpp (see docs/allocator-spec.md section 5). ``normalize.py`` turns every
+torch_npu/csrc/npu/Module.cpp (see docs/allocator.md §5). ``normalize.py`` turns every
 accepted variant into this form; code above it never branches on the source.
 """
 

@@ -3,7 +3,7 @@
 Snapshots do not record the version, but releases added keys and changed formats. The markers, newest
 first (each gives the oldest release it is consistent with):
 
-- ``allocator_settings["graph_capture_record_stream_reuse"]``: 2.9 and later (allocator-spec §1.4:
+- ``allocator_settings["graph_capture_record_stream_reuse"]``: 2.9 and later (docs/allocator.md §1.4:
   the key is new in 2.9); also the recordings marked "torch 2.9 or later" in shared/data/traces carry
   ``user_metadata`` on trace entries, which the 2.8 one lacks.
 - ``allocator_settings`` without that key: 2.2 to 2.8. ``_memory_snapshot_pickled`` writes

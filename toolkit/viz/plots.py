@@ -94,7 +94,7 @@ CONF_COLORS: tuple[str, ...] = (
     "#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
     "#FF97FF", "#FECB52", "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16E3", "#222A2A",
 )
-# Block states use torch's vocabulary (allocator-spec §5.2); "workspace" is torch_npu's workspace allocator.
+# Block states use torch's vocabulary (docs/allocator.md §5.2); "workspace" is torch_npu's workspace allocator.
 BLOCK_STATE_COLORS: dict[str, str] = {
     "active_allocated": "#1f77b4",
     "active_pending_free": "#ff7f0e",
@@ -173,7 +173,7 @@ def capacity_bytes_of(run: Run) -> int:
 def budget_bytes_of(run: Run) -> int | None:
     """The engine's memory budget: ``ceil(total * gpu_memory_utilization)``, as vLLM requests it.
 
-    vLLM's ``requested_memory`` (allocator-spec §6, ``vllm/v1/worker/gpu_worker.py``); None when the
+    vLLM's ``requested_memory`` (docs/allocator.md §6, ``vllm/v1/worker/gpu_worker.py``); None when the
     run's engine args do not say ``gpu_memory_utilization``.
     """
     util = run.engine_args.get("gpu_memory_utilization") if run.engine_args else None
@@ -245,7 +245,7 @@ def plot_run(
 ) -> go.Figure:
     """Memory of a run, request by request: one panel per rank (tensor parallel), one line per metric.
 
-    Non-torch memory (vLLM's residual: device used − reserved, allocator-spec §6) gets its own small
+    Non-torch memory (vLLM's residual: device used − reserved, docs/allocator.md §6) gets its own small
     panel under each rank: it is ~1 GiB next to tens of GiB reserved, and its growth is what vllm-ascend
     PR #5855 was about. Reference lines: the device capacity and the engine's budget (``budget_bytes`` or
     ``budget_bytes_of(run)``). Failed requests are red ✕ markers at their reserved memory, with the
@@ -452,7 +452,7 @@ def plot_fragmentation(run: Run, *, rank: int | None = None, webgl: bool | None 
 
     ``reserved − allocated`` is everything the allocator holds but no tensor uses; ``inactive split``
     is the part of it inside segments that still hold live blocks, which ``empty_cache`` cannot give
-    back (allocator-spec §4.1). Retries count mallocs that had to free the cache and try again.
+    back (docs/allocator.md §4.1). Retries count mallocs that had to free the cache and try again.
     """
     ranks = run.ranks if rank is None else (rank,)
     if rank is not None and rank not in run.ranks:

@@ -1,4 +1,4 @@
-"""vLLM's KV-cache budgeting (allocator-spec §6), as pure arithmetic on measured snapshots.
+"""vLLM's KV-cache budgeting (docs/allocator.md §6), as pure arithmetic on measured snapshots.
 
 The engine measures the device the way vLLM's ``MemorySnapshot`` does at three points (engine creation,
 before and after the profiling pass) and this module turns those numbers into the KV-cache size, with

