@@ -219,7 +219,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             if k >> 160 == stream:
                 b = self._by_ptr[k & PTR_MASK]
                 if b.seg.expandable:
-                    block = self._best_fit(pool, stream, size, True)
+                    block = self._fit(pool, stream, size, b, True)
                 elif b.size < self._mss if size < self._mss else b.size < size + self._mnsr:
                     block = b
                     taken = k  # still in the free set at sub[idx]: a split's remainder may take its slot
@@ -351,12 +351,14 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         return self._best_fit(pool, stream, size, take)
 
     def _best_fit(self, pool: BlockPool, stream: int, size: int, take: bool) -> Block | None:
-        """``_get_free_block`` after the GC clock tick (malloc's inlined copy calls this for expandable blocks)."""
-        fr = pool.free
-        k = ceiling(fr, ((stream << 64) | size) << 96)
+        """``_get_free_block`` after the GC clock tick."""
+        k = ceiling(pool.free, ((stream << 64) | size) << 96)
         if k is None or k >> 160 != stream:
             return None
-        b = self._by_ptr[k & PTR_MASK]
+        return self._fit(pool, stream, size, self._by_ptr[k & PTR_MASK], take)
+
+    def _fit(self, pool: BlockPool, stream: int, size: int, b: Block, take: bool) -> Block | None:
+        """The best-fit candidate ``b`` under the expandable and oversize rules (§2.6, §3.6), or None."""
         if b.seg.expandable:
             nx = b.next
             # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
@@ -371,7 +373,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         elif b.size >= size + self._mnsr:  # oversize request: limited waste only
             return None
         if take:
-            fr.remove(b.key)
+            pool.free.remove(b.key)
         return b
 
     def free(self, address: int) -> None:
