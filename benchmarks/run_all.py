@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("bench_snapshot.py", "bench_replay.py", "bench_scenario.py", "bench_plots.py", "bench_probe.py")
+ORDER = ("bench_snapshot.py", "bench_replay.py", "bench_scenario.py", "bench_plots.py", "bench_probe.py",
+         "bench_sim_hot_path.py", "bench_sweep.py")
 
 
 def main() -> int:
