@@ -363,9 +363,10 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             nx = b.next
             # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
             if (nx is not None and not nx.mapped) or not self._expandable:
-                b = self._pick_expandable(pool, stream, b)
-                if b is None:
+                picked = self._pick_expandable(pool, stream, b)
+                if picked is None:
                     return None
+                b = picked
         mss = self._mss
         if size < mss:
             if b.size >= mss:  # never hand an oversize block to a normal request
