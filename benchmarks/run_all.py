@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("bench_snapshot.py", "bench_replay.py", "bench_scenario.py", "bench_plots.py", "bench_probe.py",
-         "bench_recorder.py")
+         "bench_recorder.py", "bench_sim_hot_path.py", "bench_sweep.py")
 
 
 FLOOR_MISSED_EXIT = 3  # floors.FLOOR_MISSED_EXIT

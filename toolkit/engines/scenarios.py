@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,9 +149,29 @@ class ScenarioResult:
         return "<p><b>[simulated]</b> seed scenario (vllm-ascend PR #5855)</p>" + self.table().to_html(index=False)
 
 
+def _run_conf(sc: ScenarioConf, photos: Sequence[Path], path: Path, seed: int, max_tokens: int,
+              progress: bool, kwargs: dict[str, Any]) -> tuple[Run, ConfSummary]:
+    """One conf of the seed scenario: a fresh simulated engine, every photo (a picklable task)."""
+    from toolkit.engines.sim import SimEngine
+
+    started = time.perf_counter()
+    engine = SimEngine(SEED_MODEL, conf=sc.conf, memory_fraction=sc.memory_fraction, seed=seed, **kwargs)
+    path.unlink(missing_ok=True)  # the scenario owns out_dir/runs: a rerun replaces its runs
+    # no per-request snapshots: four confs x hundreds of photos would hold them all for a summary table
+    # (watch() or SimEngine.run_images record them for the inspector)
+    run = engine.run_images(list(photos), max_tokens=max_tokens, progress=progress, run_path=path, name=sc.name,
+                            snapshots=False)
+    return run, ConfSummary.of(sc, run, len(photos), str(path), time.perf_counter() - started)
+
+
+def _run_conf_task(args: tuple[Any, ...]) -> tuple[Run, ConfSummary]:
+    return _run_conf(*args)
+
+
 def seed_scenario(n_photos: int = 300, confs: Sequence[ScenarioConf | str] = SEED_CONFS,
                   out_dir: str | Path | None = None, *, seed: int = 0, max_tokens: int = SEED_MAX_TOKENS,
-                  progress: bool = False, **engine_kwargs: Any) -> ScenarioResult:
+                  progress: bool = False, executor: Executor | None = None,
+                  **engine_kwargs: Any) -> ScenarioResult:
     """Run the seed scenario: generate (or reuse) the photo set, then one simulated engine per conf.
 
     Args:
@@ -158,9 +179,12 @@ def seed_scenario(n_photos: int = 300, confs: Sequence[ScenarioConf | str] = SEE
         confs: ``ScenarioConf``s or plain conf strings.
         out_dir: photos go to ``out_dir/photos`` (reused if present), runs to ``out_dir/runs/<n>.jsonl``
             (replaced on a rerun); None: a new temporary folder.
+        executor: run one conf per task on this ``concurrent.futures.Executor`` (a process pool, or
+            Dask's ``Client.get_executor()``); None: one after the other in this process (the default).
+            Each conf is an independent seeded engine, so the runs are the same either way (only the
+            ``seconds`` of each summary differ); per-request progress bars stay off in the workers.
         engine_kwargs: override ``SimEngine`` arguments (e.g. ``device_capacity_bytes``, ``workspace``).
     """
-    from toolkit.engines.sim import SimEngine
     from toolkit.workload.photos import generate_photo_set
 
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="ascend-memlab-seed-"))
@@ -171,18 +195,20 @@ def seed_scenario(n_photos: int = 300, confs: Sequence[ScenarioConf | str] = SEE
     kwargs.update(engine_kwargs)
     runs: dict[str, Run] = {}
     summaries = []
-    for i, c in enumerate(confs):
-        sc = ScenarioConf(c) if isinstance(c, str) else c
-        started = time.perf_counter()
-        engine = SimEngine(SEED_MODEL, conf=sc.conf, memory_fraction=sc.memory_fraction, seed=seed, **kwargs)
-        path = runs_dir / f"{i}-{''.join(ch if ch.isalnum() else '_' for ch in sc.name)}.jsonl"
-        path.unlink(missing_ok=True)  # the scenario owns out_dir/runs: a rerun replaces its runs
-        # no per-request snapshots: four confs x hundreds of photos would hold them all for a summary table
-        # (watch() or SimEngine.run_images record them for the inspector)
-        run = engine.run_images(photos, max_tokens=max_tokens, progress=progress, run_path=path, name=sc.name,
-                                snapshots=False)
+    scs = [ScenarioConf(c) if isinstance(c, str) else c for c in confs]
+    paths = [runs_dir / f"{i}-{''.join(ch if ch.isalnum() else '_' for ch in sc.name)}.jsonl"
+             for i, sc in enumerate(scs)]
+    if executor is None:
+        done = [_run_conf(sc, photos, path, seed, max_tokens, progress, kwargs) for sc, path in zip(scs, paths)]
+    else:
+        from toolkit.replay.sweep import map_tasks
+
+        done = map_tasks(_run_conf_task, [(sc, tuple(photos), path, seed, max_tokens, False, kwargs)
+                                          for sc, path in zip(scs, paths)],
+                         executor, progress=progress, desc="seed scenario confs")
+    for sc, (run, summary) in zip(scs, done):
         runs[sc.name] = run
-        summaries.append(ConfSummary.of(sc, run, len(photos), str(path), time.perf_counter() - started))
+        summaries.append(summary)
     args = dict(SEED_ENGINE_ARGS, **{k: v for k, v in engine_kwargs.items() if isinstance(v, (int, float, str))})
     return ScenarioResult(runs=runs, summaries=tuple(summaries), photos=tuple(photos), out_dir=out,
                           engine_args=args)

@@ -18,6 +18,7 @@ from toolkit.replay.replayer import (
     replay_events,
     replay_steps,
 )
+from toolkit.replay.sweep import sweep_replays
 
 __all__ = [
     "Fidelity",
@@ -30,4 +31,5 @@ __all__ = [
     "replay",
     "replay_events",
     "replay_steps",
+    "sweep_replays",
 ]

@@ -33,7 +33,7 @@ from toolkit.sim.constants import (
 from toolkit.sim.events import EventsMixin
 from toolkit.sim.expandable import ExpandableMixin
 from toolkit.sim.oom import OomReport, SimOutOfMemoryError, cuda_oom_message, npu_oom_message
-from toolkit.sim.pools import PTR_MASK, BlockPool
+from toolkit.sim.pools import KEYSET_DEL_MIN, PTR_MASK, BlockPool, ceiling, key_add, key_remove, key_replace_up
 from toolkit.sim.release import ReleaseMixin
 from toolkit.sim.rounding import allocation_size, round_size
 from toolkit.sim.seeding import SeedingMixin
@@ -181,6 +181,9 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         self._gc_active = self.settings.gc_threshold > 0.0
 
     # ------------------------------------------------------------------ hot path
+    # malloc and free are written out by hand (docs/performance.md has the profile that says why): the
+    # best-fit lookup, the split, the stats updates and the free-set edits are inlined for the common
+    # case; rare cases (expandable candidates, sublist splits/merges) call the general code.
     def malloc(self, nbytes: int, stream: int = 0) -> int:
         """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
 
@@ -194,15 +197,32 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             raise ValueError(f"cannot allocate a negative number of bytes ({nbytes})")
         if self._events and (not self._lazy_reclaim or self._num_events > 512):
             self._process_events()
-        n = nbytes + self._pad
         if self._divisions:
             size = round_size(nbytes, self._divisions, self._pad)
-        elif n < MIN_BLOCK_BYTES:
-            size = MIN_BLOCK_BYTES
         else:
-            size = (n + 511) & ~511
+            n = nbytes + self._pad
+            size = MIN_BLOCK_BYTES if n < MIN_BLOCK_BYTES else (n + 511) & ~511
         pool = self._small if size <= SMALL_SIZE_BYTES else self._large
-        block = self._get_free_block(pool, stream, size)
+        # best fit (_get_free_block, inlined): the lower bound of (stream, size) in the free set
+        if self._gc_active:
+            pool.gc_calls += 1
+        fr = pool.free
+        lo = ((stream << 64) | size) << 96
+        maxes = fr._maxes
+        pos = bisect_left(maxes, lo)
+        block = None
+        taken = 0
+        if pos != len(maxes):
+            sub = fr._lists[pos]
+            idx = bisect_left(sub, lo)
+            k = sub[idx]
+            if k >> 160 == stream:
+                b = self._by_ptr[k & PTR_MASK]
+                if b.seg.expandable:
+                    block = self._fit(pool, stream, size, b, True)
+                elif b.size < self._mss if size < self._mss else b.size < size + self._mnsr:
+                    block = b
+                    taken = k  # still in the free set at sub[idx]: a split's remainder may take its slot
         if block is None:
             if self._lazy_reclaim and self._events:
                 self._process_events()
@@ -210,50 +230,18 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             if block is None:
                 block = self._malloc_slow(pool, stream, size, nbytes)
         if self._align and size >= ROUND_LARGE_BYTES and block.ptr % self._align:
+            if taken:
+                key_remove(fr, taken)
+                taken = 0
             block = self._align_front(block, size)
-        return self._alloc_found(block, size, nbytes)
-
-    def _get_free_block(self, pool: BlockPool, stream: int, size: int, take: bool = True) -> Block | None:
-        """Best fit (§2.6): the lower bound of (stream, size) in the free set, if the rules allow it.
-
-        ``take=False`` only looks (no GC clock tick, the block stays in the free set).
-        """
-        if self._gc_active and take:
-            pool.gc_calls += 1
-        fr = pool.free
-        lo = ((stream << 64) | size) << 96
-        maxes = fr._maxes
-        pos = bisect_left(maxes, lo)
-        if pos == len(maxes):
-            return None
-        sub = fr._lists[pos]
-        k = sub[bisect_left(sub, lo)]
-        if k >> 160 != stream:
-            return None
-        b = self._by_ptr[k & PTR_MASK]
-        if b.seg.expandable:
-            nx = b.next
-            # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
-            if (nx is not None and not nx.mapped) or not self._expandable:
-                b = self._pick_expandable(pool, stream, b)
-                if b is None:
-                    return None
-        mss = self._mss
-        if size < mss:
-            if b.size >= mss:  # never hand an oversize block to a normal request
-                return None
-        elif b.size >= size + self._mnsr:  # oversize request: limited waste only
-            return None
-        if take:
-            fr.remove(b.key)
-        return b
-
-    def _alloc_found(self, block: Block, size: int, nbytes: int) -> int:
-        """Split if the rules say so (§2.8), mark allocated, update stats, record the trace."""
-        pool = block.pool
+        # split if the rules say so (§2.8), mark allocated, update stats, record the trace
+        # (the stats updates are PoolStats.on_alloc / on_inactive_split written out: same arithmetic)
         ps = pool.stats
-        already_split = block.prev is not None or block.next is not None
-        expandable_seg = block.seg.expandable
+        o = ps.other
+        pk = ps.peaks
+        nxt = block.next
+        already_split = block.prev is not None or nxt is not None
+        seg = block.seg
         remaining = block.size - size
         if pool.is_small or self._expandable:
             split = remaining >= MIN_BLOCK_BYTES
@@ -263,9 +251,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             # The allocated front keeps this object; the remainder is a new free block that inherits
             # the old requested size (upstream keeps the old Block object as the remainder).
             rp = block.ptr + size
-            rem = Block(rp, remaining, block.stream, pool, block.seg)
+            rem = Block(rp, remaining, block.stream, pool, seg)
             rem.requested = block.requested
-            nxt = block.next
             rem.next = nxt
             if nxt is not None:
                 nxt.prev = rem
@@ -273,26 +260,122 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             block.next = rem
             block.size = size
             self._by_ptr[rp] = rem
-            k = (((rem.stream << 64) | remaining) << 96) | block.seg.regbits | rp
+            k = (((rem.stream << 64) | remaining) << 96) | seg.regbits | rp
             rem.key = k
-            pool.free.add(k)
+            if taken and (sub[idx - 1] < k if idx else not pos or maxes[pos - 1] < k):
+                sub[idx] = k  # the remainder (a smaller key) sorts into the taken block's slot
+                if idx + 1 == len(sub):
+                    maxes[pos] = k
+            else:
+                if taken:
+                    key_remove(fr, taken)
+                key_add(fr, k)
             rem.gc_base = pool.gc_calls
-            if not expandable_seg:
-                if already_split:
-                    ps.on_inactive_split(0, -size)
+            if not seg.expandable:
+                if already_split:  # on_inactive_split(0, -size)
+                    ps.inactive_split_bytes_cur -= size
+                    ps.inactive_split_bytes_freed += size
+                else:  # on_inactive_split(1, remaining)
+                    c = ps.inactive_split_cur + 1
+                    ps.inactive_split_cur = c
+                    if c > ps.inactive_split_peak:
+                        ps.inactive_split_peak = c
+                    if c + o.inactive_split_cur > pk.inactive_split:
+                        pk.inactive_split = c + o.inactive_split_cur
+                    c = ps.inactive_split_bytes_cur + remaining
+                    ps.inactive_split_bytes_cur = c
+                    if c > ps.inactive_split_bytes_peak:
+                        ps.inactive_split_bytes_peak = c
+                    if c + o.inactive_split_bytes_cur > pk.inactive_split_bytes:
+                        pk.inactive_split_bytes = c + o.inactive_split_bytes_cur
+        else:
+            if taken:
+                if len(sub) > KEYSET_DEL_MIN or (len(maxes) == 1 and len(sub) > 1):  # delete in place (KeySet)
+                    del sub[idx]
+                    maxes[pos] = sub[-1]
+                    fr._len -= 1
                 else:
-                    ps.on_inactive_split(1, remaining)
-        elif already_split and not expandable_seg:
-            ps.on_inactive_split(-1, -block.size)
+                    fr.remove(taken)
+            if already_split and not seg.expandable:  # on_inactive_split(-1, -block.size)
+                ps.inactive_split_cur -= 1
+                ps.inactive_split_freed += 1
+                ps.inactive_split_bytes_cur -= remaining + size
+                ps.inactive_split_bytes_freed += remaining + size
         block.allocated = True
         block.requested = nbytes
         bsize = block.size
-        ps.on_alloc(bsize, nbytes)
+        # on_alloc(bsize, nbytes)
+        c = ps.allocation_cur + 1
+        ps.allocation_cur = c
+        if c > ps.allocation_peak:
+            ps.allocation_peak = c
+        if c + o.allocation_cur > pk.allocation:
+            pk.allocation = c + o.allocation_cur
+        c = ps.active_cur + 1
+        ps.active_cur = c
+        if c > ps.active_peak:
+            ps.active_peak = c
+        if c + o.active_cur > pk.active:
+            pk.active = c + o.active_cur
+        c = ps.allocated_bytes_cur + bsize
+        ps.allocated_bytes_cur = c
+        if c > ps.allocated_bytes_peak:
+            ps.allocated_bytes_peak = c
+        if c + o.allocated_bytes_cur > pk.allocated_bytes:
+            pk.allocated_bytes = c + o.allocated_bytes_cur
+        c = ps.active_bytes_cur + bsize
+        ps.active_bytes_cur = c
+        if c > ps.active_bytes_peak:
+            ps.active_bytes_peak = c
+        if c + o.active_bytes_cur > pk.active_bytes:
+            pk.active_bytes = c + o.active_bytes_cur
+        c = ps.requested_bytes_cur + nbytes
+        ps.requested_bytes_cur = c
+        if c > ps.requested_bytes_peak:
+            ps.requested_bytes_peak = c
+        if c + o.requested_bytes_cur > pk.requested_bytes:
+            pk.requested_bytes = c + o.requested_bytes_cur
         if bsize >= self._mss:
             self._stats.oversize_allocations.increase()
         if self._trace is not None:
             self._trace.append(("alloc", block.ptr, nbytes, block.stream, next(self._clock)))
         return block.ptr
+
+    def _get_free_block(self, pool: BlockPool, stream: int, size: int, take: bool = True) -> Block | None:
+        """Best fit (§2.6): the lower bound of (stream, size) in the free set, if the rules allow it.
+
+        ``take=False`` only looks (no GC clock tick, the block stays in the free set).
+        """
+        if self._gc_active and take:
+            pool.gc_calls += 1
+        return self._best_fit(pool, stream, size, take)
+
+    def _best_fit(self, pool: BlockPool, stream: int, size: int, take: bool) -> Block | None:
+        """``_get_free_block`` after the GC clock tick."""
+        k = ceiling(pool.free, ((stream << 64) | size) << 96)
+        if k is None or k >> 160 != stream:
+            return None
+        return self._fit(pool, stream, size, self._by_ptr[k & PTR_MASK], take)
+
+    def _fit(self, pool: BlockPool, stream: int, size: int, b: Block, take: bool) -> Block | None:
+        """The best-fit candidate ``b`` under the expandable and oversize rules (§2.6, §3.6), or None."""
+        if b.seg.expandable:
+            nx = b.next
+            # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
+            if (nx is not None and not nx.mapped) or not self._expandable:
+                picked = self._pick_expandable(pool, stream, b)
+                if picked is None:
+                    return None
+                b = picked
+        mss = self._mss
+        if size < mss:
+            if b.size >= mss:  # never hand an oversize block to a normal request
+                return None
+        elif b.size >= size + self._mnsr:  # oversize request: limited waste only
+            return None
+        if take:
+            pool.free.remove(b.key)
+        return b
 
     def free(self, address: int) -> None:
         """Free the block at ``address``; with recorded extra streams it stays pending (§2.9)."""
@@ -303,7 +386,11 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             raise ValueError(f"invalid device pointer: {address:#x} (not an allocated block of this device)")
         b.allocated = False
         size = b.size
-        b.pool.stats.on_free_requested(size)
+        ps = b.pool.stats  # on_free_requested(size)
+        ps.allocation_cur -= 1
+        ps.allocation_freed += 1
+        ps.allocated_bytes_cur -= size
+        ps.allocated_bytes_freed += size
         if self._trace is not None:
             self._trace.append(("free_requested", address, b.requested, b.stream, next(self._clock)))
         if size >= self._mss:
@@ -323,9 +410,10 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         fr = pool.free
         by_ptr = self._by_ptr
         dn = db = 0
+        gone = 0  # the key of a merged neighbour (the larger one when both merge)
         p = b.prev
         if p is not None and not p.allocated and not p.event_count and not p.stream_uses and p.mapped:
-            fr.remove(p.key)
+            gone = p.key
             del by_ptr[b.ptr]
             b.ptr = p.ptr
             by_ptr[p.ptr] = b
@@ -338,7 +426,14 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             db -= p.size
         nx = b.next
         if nx is not None and not nx.allocated and not nx.event_count and not nx.stream_uses and nx.mapped:
-            fr.remove(nx.key)
+            if gone:
+                if nx.key > gone:
+                    key_remove(fr, gone)
+                    gone = nx.key
+                else:
+                    key_remove(fr, nx.key)
+            else:
+                gone = nx.key
             del by_ptr[nx.ptr]
             nn = nx.next
             b.next = nn
@@ -347,23 +442,33 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             b.size += nx.size
             dn -= 1
             db -= nx.size
-        k = (((b.stream << 64) | b.size) << 96) | b.seg.regbits | b.ptr
+        seg = b.seg
+        k = (((b.stream << 64) | b.size) << 96) | seg.regbits | b.ptr
         b.key = k
-        fr.add(k)
+        if gone:  # the merged block's key (larger: same stream, larger size) often takes the neighbour's slot
+            key_replace_up(fr, gone, k)
+        else:
+            key_add(fr, k)
         b.gc_base = pool.gc_calls
         if b.prev is not None or b.next is not None:
             dn += 1
             db += b.size
         ps = pool.stats
-        if (dn or db) and not b.seg.expandable:
+        if (dn or db) and not seg.expandable:
             ps.on_inactive_split(dn, db)
-        ps.on_free_completed(orig, req)
+        # on_free_completed(orig, req)
+        ps.active_cur -= 1
+        ps.active_freed += 1
+        ps.active_bytes_cur -= orig
+        ps.active_bytes_freed += orig
+        ps.requested_bytes_cur -= req
+        ps.requested_bytes_freed += req
 
     def _insert_free(self, b: Block) -> None:
         """Put a mapped free block into its pool's free set (``insert_into_blocks``)."""
         k = (((b.stream << 64) | b.size) << 96) | b.seg.regbits | b.ptr
         b.key = k
-        b.pool.free.add(k)
+        key_add(b.pool.free, k)
         b.gc_base = b.pool.gc_calls
 
     # ------------------------------------------------------------------ slow path

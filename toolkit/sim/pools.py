@@ -7,7 +7,7 @@ Keys are single ints so that the sorted list compares machine-word-like integers
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right, insort
 
 from sortedcontainers import SortedList
 
@@ -48,6 +48,86 @@ def ceiling(sl: SortedList, value: int) -> int | None:
     return sub[bisect_left(sub, value)]
 
 
+class KeySet(SortedList):
+    """A ``SortedList`` of packed int keys whose layout the device's hot path edits in place.
+
+    ``SimDevice.malloc`` / ``free`` insert and delete keys straight in ``_lists`` / ``_maxes`` (and keep
+    ``_len``) when the touched sublist stays between half and twice the load factor, and call
+    ``add`` / ``remove`` otherwise (splits and merges). That is only sound while the positional index
+    (``_index``) is empty, so positional access is refused: the allocator never needs it (best fit is
+    a lower bound, the releases are ``irange`` walks).
+    """
+
+    def _build_index(self) -> None:
+        raise TypeError("KeySet has no positional index (the simulator's hot path edits its sublists in place)")
+
+
+# KeySet in-place edit bounds: SortedList splits a sublist longer than 2 x load and merges one shorter
+# than load / 2 (sortedcontainers sortedlist.py ``_expand`` / ``_delete``); inside them only
+# ``_lists``, ``_maxes`` and ``_len`` change.
+KEYSET_ADD_MAX = SortedList.DEFAULT_LOAD_FACTOR << 1  # insert in place while the sublist is shorter
+KEYSET_DEL_MIN = (SortedList.DEFAULT_LOAD_FACTOR >> 1) + 1  # delete in place while it is longer
+
+
+def key_add(ks: KeySet, key: int) -> None:
+    """``ks.add(key)`` without the method-call chain when no sublist splits (the allocator's hot path)."""
+    maxes = ks._maxes
+    if maxes:
+        pos = bisect_right(maxes, key)
+        if pos == len(maxes):
+            sub = ks._lists[pos - 1]
+            if len(sub) < KEYSET_ADD_MAX:
+                sub.append(key)
+                maxes[pos - 1] = key
+                ks._len += 1
+                return
+        else:
+            sub = ks._lists[pos]
+            if len(sub) < KEYSET_ADD_MAX:
+                insort(sub, key)
+                ks._len += 1
+                return
+    ks.add(key)
+
+
+def key_remove(ks: KeySet, key: int) -> None:
+    """``ks.remove(key)`` (key must be present) without the call chain when no sublists merge."""
+    maxes = ks._maxes
+    pos = bisect_left(maxes, key)
+    sub = ks._lists[pos]
+    if len(sub) > KEYSET_DEL_MIN or (len(maxes) == 1 and len(sub) > 1):
+        idx = bisect_left(sub, key)
+        if sub[idx] == key:
+            del sub[idx]
+            maxes[pos] = sub[-1]
+            ks._len -= 1
+            return
+    ks.remove(key)
+
+
+def key_replace_up(ks: KeySet, old: int, new: int) -> None:
+    """Remove ``old`` (present) and add ``new > old``: in place when ``new`` sorts into ``old``'s slot.
+
+    A freed block that absorbs a free neighbour keeps the neighbour's place in the free set whenever no
+    other key lies between the two (no bisect of the insert, no memmove).
+    """
+    maxes = ks._maxes
+    pos = bisect_left(maxes, old)
+    lists = ks._lists
+    sub = lists[pos]
+    idx = bisect_left(sub, old)
+    if idx + 1 < len(sub):
+        if new < sub[idx + 1]:
+            sub[idx] = new
+            return
+    elif pos + 1 == len(lists) or new < lists[pos + 1][0]:
+        sub[idx] = new
+        maxes[pos] = new
+        return
+    key_remove(ks, old)
+    key_add(ks, new)
+
+
 class BlockPool:
     """One pool's free blocks (``free``), unmapped expandable ranges (``unmapped``) and GC clock."""
 
@@ -57,6 +137,6 @@ class BlockPool:
         self.is_small = is_small
         self.stats = stats  # this pool's stat type (small_pool / large_pool)
         self.name = "small" if is_small else "large"
-        self.free = SortedList()
+        self.free = KeySet()
         self.unmapped = SortedList()
         self.gc_calls = 0  # get_free_block calls while GC is active (block age = gc_calls - gc_base)

@@ -31,6 +31,15 @@ class AllPeaks:
     """Running maxima of the ``all`` pool statistics (the only ``all`` numbers that are not sums)."""
 
     __slots__ = POOL_METRICS
+    allocation: int
+    segment: int
+    active: int
+    inactive_split: int
+    allocated_bytes: int
+    reserved_bytes: int
+    active_bytes: int
+    inactive_split_bytes: int
+    requested_bytes: int
 
     def __init__(self) -> None:
         for m in POOL_METRICS:
@@ -41,6 +50,43 @@ class PoolStats:
     """The nine statistics of one pool (``small_pool`` or ``large_pool``); also maintains the ``all`` peaks."""
 
     __slots__ = (*_POOL_SLOTS, "other", "peaks")
+    # the slots above, spelled out for type checkers (the device's hot path updates them inline)
+    allocation_cur: int
+    allocation_peak: int
+    allocation_freed: int
+    allocation_base: int
+    segment_cur: int
+    segment_peak: int
+    segment_freed: int
+    segment_base: int
+    active_cur: int
+    active_peak: int
+    active_freed: int
+    active_base: int
+    inactive_split_cur: int
+    inactive_split_peak: int
+    inactive_split_freed: int
+    inactive_split_base: int
+    allocated_bytes_cur: int
+    allocated_bytes_peak: int
+    allocated_bytes_freed: int
+    allocated_bytes_base: int
+    reserved_bytes_cur: int
+    reserved_bytes_peak: int
+    reserved_bytes_freed: int
+    reserved_bytes_base: int
+    active_bytes_cur: int
+    active_bytes_peak: int
+    active_bytes_freed: int
+    active_bytes_base: int
+    inactive_split_bytes_cur: int
+    inactive_split_bytes_peak: int
+    inactive_split_bytes_freed: int
+    inactive_split_bytes_base: int
+    requested_bytes_cur: int
+    requested_bytes_peak: int
+    requested_bytes_freed: int
+    requested_bytes_base: int
 
     def __init__(self, peaks: AllPeaks) -> None:
         for name in _POOL_SLOTS:
