@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.viz.plots import MEMORY_METRICS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 ARTIFACTS = ROOT / "out" / "test-artifacts"
@@ -38,7 +40,7 @@ DRIVER = HERE / "drive_lab.mjs"
 NOTEBOOK = HERE / "live_inspector.ipynb"
 N_REQUESTS = 144  # 48 photos sent three times: enough simulated requests (~2-4 s) to see the figure grow
 TP = 2  # the seed scenario's tensor_parallel_size
-N_TRACES = TP * (5 + 1)  # per rank: five memory metrics + the failure markers (toolkit.viz.plots.plot_run)
+N_TRACES = TP * (len(MEMORY_METRICS) + 1)  # per rank: the memory metrics + the failure markers (plot_run)
 # Times from a cell's start to the page (issue 16). Goal: 1.5 s for both. Measured here on a loaded 2-core
 # machine (2026-12-01): first live point 2.9 s, inspector 1.5-2.2 s; before (one FigureWidget, ~5 MB of
 # plotly.js each): 12.9 s and 6.4-8.1 s. Asserted with a 2x margin over what this machine measured, so
