@@ -371,10 +371,10 @@ class SimEngine:
 
         p, r, dev = self.preset, self.args, self.device
         init = self._snapshot()
-        if init.free_bytes < init.total_bytes * r.args.gpu_memory_utilization:
+        if init.free_bytes < init.total_bytes * r.gpu_memory_utilization:
             raise EngineError(
                 f"Free memory on device ({init.free_bytes / 2**30:.2f}/{init.total_bytes / 2**30:.2f} GiB) on "
-                f"startup is less than desired GPU memory utilization ({r.args.gpu_memory_utilization}). "
+                f"startup is less than desired GPU memory utilization ({r.gpu_memory_utilization}). "
                 "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
         try:
             if self.hccl_buffer_bytes:
@@ -388,7 +388,7 @@ class SimEngine:
             dev.reset_peak_memory_stats()
             before = self._snapshot()
             big = largest_image_grid(p.processor)
-            budget_embeds = max(r.args.max_num_batched_tokens, big.visual_tokens)
+            budget_embeds = max(r.max_num_batched_tokens, big.visual_tokens)
             n_items = max(1, budget_embeds // big.visual_tokens)
             self._run(profile_program(p, r, [big] * n_items, self.workspace_policy))
             peak = dev.max_memory_allocated()
@@ -399,9 +399,9 @@ class SimEngine:
                               f"{exc}") from None
         budget = kv_budget(init=init, before_profile=before, profile_peak_allocated_bytes=peak,
                            after_profile=after, weights_bytes=weights,
-                           gpu_memory_utilization=r.args.gpu_memory_utilization,
+                           gpu_memory_utilization=r.gpu_memory_utilization,
                            page_bytes=kv_page_bytes(p, r), num_layers=p.text.num_hidden_layers,
-                           block_size=r.block_size, max_model_len=r.args.max_model_len)
+                           block_size=r.block_size, max_model_len=r.max_model_len)
         try:
             self._run(kv_cache_program(p, r, budget.num_blocks), named=True)
         except SimOutOfMemoryError as exc:
@@ -428,7 +428,7 @@ class SimEngine:
         before, after = self._non_torch_at_creation, self.post_profile_non_torch_bytes
         return [
             ("budget", f"{g(b.requested_bytes)} = total {g(b.total_bytes)} x gpu_memory_utilization "
-                       f"{self.args.args.gpu_memory_utilization}"),
+                       f"{self.args.gpu_memory_utilization}"),
             ("weights", g(b.weights_bytes)),
             ("activation peak", f"{g(b.torch_peak_increase_bytes)} (profiling pass)"),
             ("non-torch (vLLM's log)", f"{g(b.non_torch_increase_bytes)}: grown during start-up (communicator "
@@ -444,7 +444,7 @@ class SimEngine:
 
     # -- requests ----------------------------------------------------------------------------------------
     def _output_tokens(self, index: int, max_tokens: int, prompt_len: int) -> int:
-        limit = max(1, min(max_tokens, self.args.args.max_model_len - prompt_len))
+        limit = max(1, min(max_tokens, self.args.max_model_len - prompt_len))
         policy = self.output_tokens_policy
         if policy == "max":
             return limit
@@ -524,8 +524,8 @@ class SimEngine:
             n_prompt = prompt_tokens_count or prompt_tokens(prompt, visual)
         except ValueError as exc:
             raise EngineError(str(exc)) from None
-        if n_prompt >= r.args.max_model_len:
-            raise EngineError(f"prompt of {n_prompt} tokens does not fit max_model_len {r.args.max_model_len}")
+        if n_prompt >= r.max_model_len:
+            raise EngineError(f"prompt of {n_prompt} tokens does not fit max_model_len {r.max_model_len}")
         index = self._next_index
         self._next_index += 1
         self._served += 1
@@ -546,7 +546,7 @@ class SimEngine:
                 self._encode(key, grid)
             prefix = estimate_text_tokens(prompt.split(IMAGE_PAD)[0]) if grid else 0
             start = 0
-            for chunk in prefill_chunks(n_prompt, r.args.max_num_batched_tokens):
+            for chunk in prefill_chunks(n_prompt, r.max_num_batched_tokens):
                 vis = max(0, min(start + chunk, prefix + visual) - max(start, prefix)) if grid else 0
                 rec = self._recorded.prefill(grid, chunk) if self._recorded and vis == visual else None
                 prog = rec or self._program(("prefill", chunk, vis),

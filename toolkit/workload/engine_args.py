@@ -83,6 +83,10 @@ class EngineArgs:
         if platform not in PLATFORMS:
             raise EngineArgsError(f"platform must be one of {PLATFORMS}, got {platform!r}")
         tp = self.tensor_parallel_size
+        util, max_len = self.gpu_memory_utilization, self.max_model_len
+        seqs, batched = self.max_num_seqs, self.max_num_batched_tokens
+        assert tp is not None and util is not None and max_len is not None and seqs is not None \
+            and batched is not None  # simulated() filled them
         if not isinstance(tp, int) or tp < 1:
             raise EngineArgsError(f"tensor_parallel_size must be a positive int, got {tp!r}")
         text, vision = preset.text, preset.vision
@@ -92,13 +96,13 @@ class EngineArgs:
         if vision.num_heads % tp:
             raise EngineArgsError(f"vision heads ({vision.num_heads}) must be divisible by tensor parallel "
                                   f"size ({tp})")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+        if not 0.0 < util <= 1.0:
             raise EngineArgsError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise EngineArgsError(f"{name} must be a positive int, got {value!r}")
-        if self.max_model_len > text.max_position_embeddings:
+        if max_len > text.max_position_embeddings:
             raise EngineArgsError(f"max_model_len {self.max_model_len} exceeds the model's "
                                   f"max_position_embeddings {text.max_position_embeddings}")
         dtype = preset.dtype if self.dtype == "auto" else self.dtype
@@ -106,7 +110,8 @@ class EngineArgs:
             raise EngineArgsError(f"dtype must be 'auto' or one of {sorted(DTYPE_BYTES)}, got {self.dtype!r}")
         block = self.block_size or DEFAULT_BLOCK_SIZE[platform]
         return ResolvedArgs(args=self, platform=platform, dtype=dtype, dtype_bytes=DTYPE_BYTES[dtype],
-                            block_size=block)
+                            block_size=block, tp=tp, max_model_len=max_len, max_num_seqs=seqs,
+                            max_num_batched_tokens=batched, gpu_memory_utilization=util)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,12 +119,15 @@ class EngineArgs:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedArgs:
+    """Engine arguments checked against one model and platform, every value concrete."""
+
     args: EngineArgs
     platform: str
     dtype: str
     dtype_bytes: int
     block_size: int
-
-    @property
-    def tp(self) -> int:
-        return self.args.tensor_parallel_size
+    tp: int
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float

@@ -300,7 +300,7 @@ def weight_tensors(preset: Preset, r: ResolvedArgs) -> list[tuple[str, int, bool
         p("lm_head.weight", s.Vr * H)
     out.append(("language_model.rotary_emb.cos_sin_cache", t.max_position_embeddings * t.head_dim, False))
     for k in range(s.D):
-        out.append((f"deepstack_input_embeds.{k}", r.args.max_num_batched_tokens * H, False))
+        out.append((f"deepstack_input_embeds.{k}", r.max_num_batched_tokens * H, False))
     return out
 
 
@@ -333,8 +333,7 @@ def runner_buffers_program(preset: Preset, r: ResolvedArgs) -> Program:
     M-RoPE ``mrope_positions`` (3 x (max tokens + 1), int64), ``slot_mapping`` (int64) and the block
     table (max seqs x ceil(max_model_len / block_size), int32). All kept.
     """
-    a = r.args
-    T = a.max_num_batched_tokens
+    T = r.max_num_batched_tokens
     b = _Builder("runner_buffers")
     kept = [
         b.alloc(T * INT32, "input_ids"),
@@ -342,7 +341,7 @@ def runner_buffers_program(preset: Preset, r: ResolvedArgs) -> Program:
         b.alloc(3 * (T + 1) * INT64, "mrope_positions"),
         b.alloc(T * preset.text.hidden_size * r.dtype_bytes, "inputs_embeds"),
         b.alloc(T * INT64, "slot_mapping"),
-        b.alloc(a.max_num_seqs * -(-a.max_model_len // r.block_size) * INT32, "block_table"),
+        b.alloc(r.max_num_seqs * -(-r.max_model_len // r.block_size) * INT32, "block_table"),
     ]
     return b.build(kept)
 
@@ -703,8 +702,8 @@ def profile_program(preset: Preset, r: ResolvedArgs, grids: Sequence[ImageGrid],
     s = shapes(preset, r, workspace)
     b = _Builder("profile")
     enc = vision_encoder(b, s, preset, grids) if grids else -1
-    hidden = _lm_forward(b, s, r.args.max_num_batched_tokens)
-    logits, ids = _sample(b, s, r.args.max_num_seqs)
+    hidden = _lm_forward(b, s, r.max_num_batched_tokens)
+    logits, ids = _sample(b, s, r.max_num_seqs)
     b.free(ids, logits, hidden, enc)
     return b.build()
 
