@@ -112,25 +112,6 @@ def sweep(out: Path, n: int, utils: list[float], csv_rows: list[dict[str, Any]],
             print("    " + f"{sc.name:42s}" + "".join(f"{c:>26s}" for c in cells))
 
 
-def bench_requests(out: Path, n_requests: int) -> None:
-    photos = []
-    for i, (w, h) in enumerate([(4032, 3024), (3024, 4032)] * 4):
-        p = out / f"12mp_{i}.jpg"
-        if not p.exists():
-            Image.new("RGB", (w, h), (i * 20, 100, 150)).save(p, "JPEG")
-        photos.append(p)
-    print(f"[simulated] speed: 12 MP requests with the driver layer (8 distinct photos cycling, {n_requests} requests)")
-    for sc in STUDY_CONFS[:2]:
-        eng = SimEngine(SEED_MODEL, conf=sc.conf, memory_fraction=sc.memory_fraction,
-                        device_capacity_bytes=SEED_DEVICE_BYTES, **SEED_ENGINE_ARGS)
-        t1 = time.perf_counter()
-        for i in range(n_requests):
-            if eng.generate(image=photos[i % len(photos)], max_tokens=1024).status != "ok":
-                break
-        t2 = time.perf_counter()
-        print(f"  {sc.name:42s} {n_requests / (t2 - t1):8.1f} simulated requests/s")
-
-
 def svg_figure(path: Path, series: dict[str, list[tuple[int, int, int]]]) -> None:
     """A dependency-free SVG: non-torch per request (solid) and its driver-cache part (dotted), per run."""
     w, h, m = 900, 420, 60
@@ -175,7 +156,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=300)
     ap.add_argument("--sweep-photos", type=int, default=120)
-    ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--csv", type=Path, default=None)
     ap.add_argument("--quick", action="store_true")
@@ -202,7 +182,7 @@ def main() -> None:
     print_rows(rows, f"seed scenario, {a.photos} photos, gpu_memory_utilization 0.95 ({time.perf_counter() - t0:.1f} s)")
     csv_rows: list[dict[str, Any]] = []
     sweep(out, a.sweep_photos, utils, csv_rows, photos)
-    bench_requests(out, a.requests)
+    # the speed of 12 MP requests with the driver layer on is benchmarks/bench_scenario.py's first figure
     if a.csv:
         keys = sorted({k for r in csv_rows for k in r})
         with a.csv.open("w", newline="") as fh:
