@@ -165,7 +165,7 @@ def main() -> None:
     out = a.out or Path(tempfile.mkdtemp(prefix="memlab-driver-"))
     utils = [0.95, 0.975, 0.98, 0.984]  # 0.99 fails vLLM's start-up check (1 GiB context)
     if a.quick:
-        a.photos, a.sweep_photos, a.requests, utils = 60, 40, 50, [0.95, 0.98]
+        a.photos, a.sweep_photos, utils = 60, 40, [0.95, 0.98]
     t0 = time.perf_counter()
     photos = generate_photo_set(out / "photos", a.photos, seed=0)  # the seed scenario's photo set
     if a.figure:
