@@ -35,3 +35,8 @@ def test_a_real_engine_passes_only_what_was_given() -> None:
     args = EngineArgs(tensor_parallel_size=2, limit_mm_per_prompt={"image": 1})
     assert args.given() == {"tensor_parallel_size": 2, "limit_mm_per_prompt": {"image": 1}}
     assert set(EngineArgs.SIMULATED) <= set(EngineArgs.names())
+
+
+def test_the_driver_layer_can_be_switched_off_for_an_a_b_comparison() -> None:
+    on, off = SimEngine(max_model_len=8192), SimEngine(max_model_len=8192, driver=False)
+    assert on.device.driver_heaps() and not off.device.driver_heaps()

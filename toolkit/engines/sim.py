@@ -135,6 +135,7 @@ class SimOptions:
     decode_steady_state: bool = True
     program: Literal["hand", "recorded"] = "hand"
     recordings: str | os.PathLike[str] | None = None
+    driver: bool | None = None  # the Ascend driver layer below torch_npu (None: on for npu; toolkit.sim.ascend)
 
 
 class SimEngine:
@@ -208,7 +209,8 @@ class SimEngine:
             if opts.post_profile_non_torch_bytes is None else opts.post_profile_non_torch_bytes
 
         self.device: SimDevice = SimDevice(platform, self.effective_conf, capacity_bytes=opts.device_capacity_bytes,
-                                           torch_version=opts.torch_version, context_bytes=opts.context_bytes)
+                                           torch_version=opts.torch_version, context_bytes=opts.context_bytes,
+                                           driver=opts.driver)
         if memory_fraction is not None:
             self.device.set_per_process_memory_fraction(memory_fraction)
         self.capacity_bytes = self.device.capacity_bytes
