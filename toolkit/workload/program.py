@@ -112,8 +112,8 @@ class Program:
     def n_allocs(self) -> int:
         return sum(1 for op in self.ops if op[0] == OP_ALLOC)
 
-    def requested_peak_bytes(self) -> int:
-        """Peak of the sum of live requested bytes (allocator rounding and caching not included)."""
+    def live_bytes(self) -> tuple[int, int]:
+        """(peak, at the end) of the sum of live requested bytes (allocator rounding and caching not included)."""
         live = peak = 0
         sizes: dict[int, int] = {}
         for op, slot, n in self.ops:
@@ -123,7 +123,11 @@ class Program:
                 peak = max(peak, live)
             elif op == OP_FREE:
                 live -= sizes.pop(slot)
-        return peak
+        return peak, live
+
+    def requested_peak_bytes(self) -> int:
+        """Peak of the sum of live requested bytes (allocator rounding and caching not included)."""
+        return self.live_bytes()[0]
 
     def kept_bytes(self) -> int:
         sizes = {slot: n for op, slot, n in self.ops if op == OP_ALLOC}

@@ -107,19 +107,6 @@ def simulate(program: Program, conf: str = "", platform: str = "npu") -> SimFigu
     return SimFigures(dev.max_memory_reserved(), int(stats.get("segment.all.allocated", 0)))
 
 
-def _live(program: Program) -> tuple[int, int]:
-    sizes: dict[int, int] = {}
-    live = peak = 0
-    for op, slot, n in program.ops:
-        if op == OP_ALLOC:
-            sizes[slot] = n
-            live += n
-            peak = max(peak, live)
-        elif op == OP_FREE:
-            live -= sizes.pop(slot)
-    return peak, live
-
-
 def _sizes(program: Program) -> list[int]:
     return [n for op, _, n in program.ops if op == OP_ALLOC]
 
@@ -163,8 +150,8 @@ def compare_programs(hand: Program, rec: Program, *, preset: str = "", image: tu
     diffs = [(n, hh.get(n, 0), rh.get(n, 0)) for n in set(hh) | set(rh) if hh.get(n, 0) != rh.get(n, 0)]
     diffs.sort(key=lambda d: -abs(d[1] - d[2]) * d[0])
     unmatched = sum(abs(h - r) * n for n, h, r in diffs)
-    hp, he = _live(hand)
-    rp, re_ = _live(rec)
+    hp, he = hand.live_bytes()
+    rp, re_ = rec.live_bytes()
     sim = {c: (simulate(hand, c, platform), simulate(rec, c, platform)) for c in confs}
     return PhaseComparison(preset, image, phase, hand.n_allocs, rec.n_allocs, hp, rp, he, re_, unmatched,
                            tuple(diffs[:top]), sim, cpu_specific_allocs)
