@@ -314,9 +314,9 @@ class LegacyParser:
                 i = self._consume(i + 1, ",", key)
             i += 1
         # An unclosed '[' simply ends the string: the legacy CUDA parser accepts it.
-        value = tuple(items)
-        w.roundup_values.append(value)
-        w.set(key, value, start)
+        divisions_list = tuple(items)
+        w.roundup_values.append(divisions_list)
+        w.set(key, divisions_list, start)
         return i
 
     def _roundup_npu(self, i: int, key: str) -> int:
@@ -360,9 +360,9 @@ class LegacyParser:
             w.fail("roundup_power2_divisions list has no closing ']'", i, key=key, stage=_STAGE,
                    upstream="Expected closing bracket ']' while parsing roundup_power2_divisions",
                    suggestion=_ROUNDUP_HINT)
-        value = tuple(items)
-        w.roundup_values.append(value)
-        w.set(key, value, start)
+        divisions_list = tuple(items)
+        w.roundup_values.append(divisions_list)
+        w.set(key, divisions_list, start)
         return i
 
     def _check_divisions(self, value: int, i: int, key: str) -> None:

@@ -210,9 +210,9 @@ def accelerator_pass(walk: Walk, *, torch_version: str, hook_keys: frozenset[str
             walk.fail(f"the list value of {key} has no closing ']'", i, key=key, stage=stage,
                       upstream="Expected closing bracket ']' in ConfigTokenizer but reached end of config",
                       suggestion=_ROUNDUP_HINT)
-        value = tuple(items)
-        walk.roundup_values.append(value)
-        walk.set(key, value, start)
+        divisions_list = tuple(items)
+        walk.roundup_values.append(divisions_list)
+        walk.set(key, divisions_list, start)
         return i
 
     def parse_bool(i: int, key: str) -> int:
@@ -332,34 +332,34 @@ def cuda_hook_pass(walk: Walk, keys: frozenset[str]) -> None:
         elif key in own and key == "pinned_num_register_threads":
             tk.check_token(i + 1, ":", key)
             i += 2
-            value = tk.to_size_t(i, key)
-            if not _cxx.is_power_of_two(value):
+            threads = tk.to_size_t(i, key)
+            if not _cxx.is_power_of_two(threads):
                 walk.fail(f"{key}:{walk.tok(i)} is not a power of 2", i, key=key, stage=stage,
                           upstream_type="ValueError", suggestion="use 1, 2, 4, ... 128",
-                          upstream=f"Number of register threads has to be power of 2, got {value}")
-            if value > 128:
+                          upstream=f"Number of register threads has to be power of 2, got {threads}")
+            if threads > 128:
                 walk.fail(f"{key}:{walk.tok(i)} is too large", i, key=key, stage=stage, upstream_type="ValueError",
-                          upstream=f"Number of register threads should be less than or equal to 128, got {value}",
+                          upstream=f"Number of register threads should be less than or equal to 128, got {threads}",
                           suggestion="use at most 128")
-            walk.set(key, value, i)
+            walk.set(key, threads, i)
         elif key in own and key == "pinned_reserve_segment_size_mb":
             tk.check_token(i + 1, ":", key)
             i += 2
-            value = tk.to_size_t(i, key)
-            if value == 0:
+            reserve_mb = tk.to_size_t(i, key)
+            if reserve_mb == 0:
                 walk.fail(f"{key}:{walk.tok(i)} must be positive", i, key=key, stage=stage,
                           upstream_type="ValueError", upstream="Pinned reserve segment size has to be greater than 0",
                           suggestion="use a size in MiB above 0, or leave the key out")
-            walk.set(key, value, i)
+            walk.set(key, reserve_mb, i)
         elif key in own and key == "per_process_memory_fraction":
             tk.check_token(i + 1, ":", key)
             i += 2
-            value = tk.to_double(i, key)
-            if not 0.0 <= value <= 1.0:
+            fraction = tk.to_double(i, key)
+            if not 0.0 <= fraction <= 1.0:
                 walk.fail(f"{key}:{walk.tok(i)} is out of range", i, key=key, stage=stage, upstream_type="ValueError",
                           upstream="per_process_memory_fraction is invalid, set it in [0.0, 1.0]",
                           suggestion="use a fraction from 0 to 1, e.g. 0.9")
-            walk.set(key, value, i)
+            walk.set(key, fraction, i)
         else:
             if key not in keys:
                 walk.fail_unknown(key, i, upstream=f"Unrecognized key '{key}' in CUDA allocator config.",
@@ -453,12 +453,12 @@ def npu_hook_pass(walk: Walk, keys: frozenset[str]) -> None:
             w.set(key, value, i)
         elif key == "per_process_memory_fraction":
             i = value_index(i, key, "Error, expecting per_process_memory_fraction value")
-            value = float(w.number("stod", i, key, stage=stage))
-            if not 0.0 <= value <= 1.0:
+            fraction = float(w.number("stod", i, key, stage=stage))
+            if not 0.0 <= fraction <= 1.0:
                 w.fail(f"{key}:{w.tok(i)} is out of range", i, key=key, stage=stage,
                        upstream="per_process_memory_fraction is invalid, set it in [0.0, 1.0]",
                        suggestion="use a fraction from 0 to 1, e.g. 0.9")
-            w.set(key, value, i)
+            w.set(key, fraction, i)
         elif key == "pinned_reserve_segment_size_mb":
             tk.check_token(i + 1, ":", key)
             i += 2

@@ -6,7 +6,7 @@ into a one-line :class:`ConfError` (with position and a fix) and records typed v
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from toolkit.conf import _cxx
 from toolkit.conf._tokens import Token
@@ -107,6 +107,7 @@ class Walk:
     def number(self, func: str, i: int, key: str, *, stage: str) -> int | float:
         """Run ``std::<func>`` on token ``i`` like upstream; note ignored trailing characters."""
         text = self.tok(i)
+        value: int | float
         try:
             if func == "stoi":
                 value, used = _cxx.stoi(text)
@@ -205,7 +206,8 @@ def roundup_table(value: object, *, legacy_gt: bool) -> tuple[int, ...]:
         return (value,) * ROUNDUP_INTERVALS
     table = [0] * ROUNDUP_INTERVALS
     state = {"first": True, "last": 0}
-    for boundary, divisions in value:  # type: ignore[union-attr]
+    # Not an int, so the parsed ``((boundary, divisions), ...)`` tuple the walkers store.
+    for boundary, divisions in cast("tuple[tuple[int | str, int], ...]", value):
         apply_roundup_item(table, state, boundary, divisions, legacy_gt)
     return tuple(table)
 

@@ -6,6 +6,7 @@ and ``watch()`` never branch on the backend or duck-type attributes. Plain data 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -41,10 +42,13 @@ class Engine(Protocol):
 
     def header(self, name: str | None = None) -> Run: ...
 
-    def generate(self, prompt: Any = None, image: Any = None, **kwargs: Any) -> RequestResult: ...
+    # The keywords every engine takes (each engine may take more of its own).
+    def generate(self, prompt: Any = None, image: Any = None, *, max_tokens: int = ...,
+                 request_id: str | None = None) -> RequestResult: ...
 
-    def run_images(self, images: str | Iterable[Any], prompt: str | None = None, *,
-                   on_result: Callable[[RequestResult], None] | None = None, **kwargs: Any) -> Run: ...
+    def run_images(self, images: str | os.PathLike[str] | Iterable[Any], prompt: str | None = None, *,
+                   max_tokens: int = ..., progress: bool = True, run_path: str | os.PathLike[str] | None = None,
+                   name: str | None = None, on_result: Callable[[RequestResult], None] | None = None) -> Run: ...
 
     def status_rows(self) -> Rows:
         """What runs: name, model, state, processes (label, value pairs)."""

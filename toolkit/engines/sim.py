@@ -40,8 +40,9 @@ from toolkit.core.errors import EngineError
 from toolkit.workload.inputs import list_images, opened_image
 from toolkit.engines.base import split_knobs
 from toolkit.engines.runloop import run_path_for, run_requests
-from toolkit.core.records import MemorySample, RequestResult, Run
+from toolkit.core.records import MemorySample, RequestResult, Run, SampleStatus
 from toolkit.core.units import MiB
+from toolkit.core.vocab import Platform
 from toolkit.workload.budget import DeviceSnapshot, KvBudget, kv_budget
 from toolkit.workload.encoder_cache import EncoderCacheBook
 from toolkit.workload.engine_args import EngineArgs
@@ -168,7 +169,7 @@ class SimEngine:
         self,
         model: str = "Qwen/Qwen3-VL-8B-Instruct",
         conf: str | None = None,
-        platform: str = "npu",
+        platform: Platform = "npu",
         *,
         engine_args: EngineArgs | None = None,
         sim: SimOptions | None = None,
@@ -540,7 +541,8 @@ class SimEngine:
                     visual_tokens=visual, prompt_tokens=n_prompt, output_tokens=n_out)
         self.device.reset_peak_memory_stats()
         self.device.advance_clock(DRIVER_SECONDS_PER_REQUEST)
-        status, message = "ok", None
+        status: SampleStatus = "ok"
+        message: str | None = None
         if self._history:
             self._annotate(f"request {index}" + (f" ({name})" if name else ""), "START")
         try:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import cast
 
 from toolkit import conf as confmod
 from toolkit.conf import guard, policy
 from toolkit.core.errors import TooLateError, ToolkitError
 from toolkit.core.vocab import CONF_VARS as ALL_VARS
-from toolkit.core.vocab import PLATFORMS, WRITE_VAR
+from toolkit.core.vocab import PLATFORMS, WRITE_VAR, Platform
 from toolkit.viz.tables import ConfStatus, PolicyView
 
 # The variable the toolkit writes per platform, and the competing ones it moves out of the way: with only
@@ -32,7 +33,7 @@ _UNSET = object()
 
 @dataclass
 class _Target:
-    platform: str
+    platform: Platform
     version: str | None
 
 
@@ -57,20 +58,20 @@ class Session:
 
     # -- target -------------------------------------------------------------------------------------
     @staticmethod
-    def _check_platform(platform: str) -> str:
+    def _check_platform(platform: str) -> Platform:
         if platform not in PLATFORMS:
             raise ToolkitError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}")
-        return platform
+        return cast(Platform, platform)  # checked just above
 
     @property
-    def platform(self) -> str:
+    def platform(self) -> Platform:
         return self._target.platform
 
     @property
     def version(self) -> str | None:
         return self._target.version
 
-    def resolve(self, platform: str | None = None, version: str | None = None) -> tuple[str, str | None]:
+    def resolve(self, platform: str | None = None, version: str | None = None) -> tuple[Platform, str | None]:
         """The (platform, version) one call uses: the ones given, else the session's defaults.
 
         A version belongs to its platform: naming another platform without a version means its newest

@@ -110,9 +110,14 @@ class EngineMagics(Magics):
         self.llm_session = llm_session or LLMSession()
         self._bound: str | None = None  # the user variable holding the handle
 
+    def _user_ns(self) -> dict[str, Any]:
+        """The shell's user namespace (IPython registers a magic with its shell, so it is set)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _unbind(self) -> None:
         """Drop the handle from the user namespace and IPython's output cache (``Out``, ``_``, ``__``, ``___``)."""
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         eng = self.llm_session.engine
         if self._bound and eng is not None and ns.get(self._bound) is eng:
             del ns[self._bound]
@@ -144,7 +149,7 @@ class EngineMagics(Magics):
                 return session.status()
             if args.stop:
                 self._unbind()
-                return session.stop(namespaces=[self.shell.user_ns])
+                return session.stop(namespaces=[self._user_ns()])
             if not args.model:
                 raise UsageError("%ascend_llm: give a MODEL to start, or --status / --stop (see %ascend_llm?)")
             _check_binding(args.var, self.shell)
@@ -153,7 +158,7 @@ class EngineMagics(Magics):
             self._unbind()
             engine_args = {k: getattr(args, k) for k in _ENGINE_KEYS if getattr(args, k) is not None}
             status = session.start(args.model, backend=args.backend, name=args.name, **engine_args)
-            self.shell.user_ns[args.var] = session.engine
+            self._user_ns()[args.var] = session.engine
             self._bound = args.var
             return status
         except ToolkitError as err:

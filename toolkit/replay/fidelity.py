@@ -10,11 +10,12 @@ the numbers then say how far it moved away from the recording.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from toolkit.core.records import Run
+    from toolkit.core.records import Run, RunStatus
     from toolkit.replay import ReplayResult
 
 
@@ -72,7 +73,7 @@ class Fidelity:
     __str__ = line
 
 
-def layout(segments: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def layout(segments: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """Segments as comparable tuples: address, size, pool, stream, expandable, blocks (addr, size, state, requested)."""
     return [
         (s["address"], s["total_size"], s["segment_type"], s["stream"], s["is_expandable"],
@@ -170,7 +171,7 @@ def replay_run(result: ReplayResult, steps: int | None = None, name: str | None 
             non_torch_bytes=int(arr["device_used_bytes"][k] - reserved[k]),
             segment_count=int(arr["segments"][k]), num_ooms=int(is_oom), status="oom" if is_oom else "ok",
             message=oom_line if is_oom else None))
-    status = "oom" if result.oom is not None else ("error" if result.error is not None else "ok")
+    status: RunStatus = "oom" if result.oom is not None else ("error" if result.error is not None else "ok")
     return Run(
         name=name or f"replay: {result.conf or 'defaults'}", backend="replay", platform=result.profile,
         model="recorded trace", conf=result.conf, effective_conf=result.device.settings.conf_text,

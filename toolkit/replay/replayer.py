@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from toolkit.core.errors import ToolkitError
 from toolkit.sim import SimDevice, SimOutOfMemoryError
@@ -63,7 +63,9 @@ if TYPE_CHECKING:
 
     from toolkit.core.records import Run
     from toolkit.replay.fidelity import Fidelity
+    from toolkit.sim.snapshot_out import TraceTuple
     from toolkit.snapshot import Snapshot
+    from toolkit.snapshot.schema import Segment
 
 SegmentAddresses = Literal["recorded", "fresh"]
 TIMELINE_COLUMNS = (
@@ -167,7 +169,7 @@ class ReplayResult:
     torch_version: str | None = None  # the version whose behaviour was simulated
     torch_version_source: str = ""  # how it was chosen: inferred from what, or given
     capacity_source: str = ""  # how capacity_bytes was chosen
-    recorded_segments: list[dict[str, Any]] | None = field(default=None, repr=False)  # final, this device
+    recorded_segments: list[Segment] | None = field(default=None, repr=False)  # final, this device
     recorded_profile: str = ""  # the allocator that recorded it ("" = same as ``profile``)
 
     @cached_property
@@ -313,7 +315,7 @@ def _check_replay_args(profile: object, device: object, capacity_bytes: object, 
     for name, value in (("capacity_bytes", capacity_bytes), ("context_bytes", context_bytes)):
         if value is not None and (type(value) is not int or value < 0):
             raise ReplayError(f"{name} must be an int number of bytes, got {bounded_repr(value)}")
-    if memory_fraction is not None and (type(memory_fraction) not in (int, float) or not 0 < memory_fraction <= 1):
+    if memory_fraction is not None and (type(memory_fraction) not in (int, float) or not 0 < cast(float, memory_fraction) <= 1):
         raise ReplayError(f"memory_fraction must be a number in (0, 1], got {bounded_repr(memory_fraction)}")
 
 
@@ -597,7 +599,8 @@ def replay_events(
     def captured(fn: Any, *args: Any) -> tuple[Any, list[tuple[str, int, int]], BaseException | None]:
         """Run ``fn`` with a private trace: the segment operations it made, in order."""
         saved = dev._trace
-        dev._trace = cap = deque()
+        cap: deque[TraceTuple] = deque()
+        dev._trace = cap
         if feeder is not None:
             feeder.expect([(events[k][0], events[k][1], events[k][2]) for k in deferred])
         failure: BaseException | None = None

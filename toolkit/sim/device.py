@@ -16,7 +16,7 @@ import itertools
 import sys
 from bisect import bisect_left
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, NoReturn
 
 from toolkit.sim.addresses import WORKSPACE_TOP_ADDRESS, DecreasingAddresses, SegmentAddressFn
 from toolkit.sim.ascend.devmm import HeapStats
@@ -538,6 +538,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             return None
         ptr = self._new_address(alloc, stream, ROUND_LARGE_BYTES)
         if rt is not None:
+            assert va is not None  # the rt branch above returned on None
             self._seg_va[ptr] = va
         seg = self._new_segment(ptr, alloc, stream, pool)
         b = Block(ptr, alloc, stream, pool, seg)
@@ -588,7 +589,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         self._insert_free(block)  # the front fragment stays free
         return nb
 
-    def _raise_oom(self, stream: int, nbytes: int, size: int, alloc: int) -> None:
+    def _raise_oom(self, stream: int, nbytes: int, size: int, alloc: int) -> NoReturn:
         report = self._oom_report(nbytes, size, alloc)
         if self._trace is not None:
             self._trace.append(("oom", report.device_free_bytes, size, stream, next(self._clock)))

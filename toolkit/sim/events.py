@@ -11,7 +11,7 @@ for every event (``synchronize_and_free_events``, counted in ``num_sync_all_stre
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from toolkit.sim.blocks import Block
@@ -76,7 +76,9 @@ class EventsMixin:
     def _synchronize_and_free_events(self: SimDeviceT) -> None:
         """Wait for every event and free the blocks (``synchronize_and_free_events``)."""
         self._stats.num_sync_all_streams += 1
-        events, self._events = self._events, {}
+        events = self._events
+        fresh: dict[int, deque[list[Any]]] = {}
+        self._events = fresh
         self._num_events = 0
         for queue in events.values():
             for b, _done in queue:

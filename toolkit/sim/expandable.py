@@ -10,7 +10,7 @@ Source: ``ExpandableSegment``, ``find_expandable_block``, ``map_block``, ``unmap
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from toolkit.sim.blocks import Block
 from toolkit.sim.constants import EXTRA_LARGE_BUFFER_BYTES
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from toolkit.sim.pools import BlockPool
 
 
-def _allocatable(b: Block | None) -> bool:
+def _allocatable(b: Block | None) -> TypeGuard[Block]:
     return b is not None and not b.allocated and not b.event_count and not b.stream_uses
 
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 def check_invariants(dev: SimDevice) -> None:
     """Raise AssertionError naming the first broken invariant."""
     seen: set[int] = set()
-    expect_free = {id(dev._small): set(), id(dev._large): set()}
-    expect_unmapped = {id(dev._small): set(), id(dev._large): set()}
+    expect_free: dict[int, set[int]] = {id(dev._small): set(), id(dev._large): set()}
+    expect_unmapped: dict[int, set[int]] = {id(dev._small): set(), id(dev._large): set()}
     per_pool = {
         True: dict(alloc_b=0, alloc_n=0, active_b=0, active_n=0, req=0, mapped=0, seg=0, split_n=0, split_b=0),
         False: dict(alloc_b=0, alloc_n=0, active_b=0, active_n=0, req=0, mapped=0, seg=0, split_n=0, split_b=0),

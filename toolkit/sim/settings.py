@@ -8,7 +8,7 @@ source are noted next to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from toolkit.sim.constants import (
     EXTRA_LARGE_BUFFER_BYTES,
@@ -33,6 +33,12 @@ REGISTRATION_TIE_BREAK_FROM: tuple[int, int] | None = None
 OOM_HINT_ALLOC_CONF_FROM = (2, 10)
 
 
+@overload
+def parse_version(version: str) -> tuple[int, int]: ...
+@overload
+def parse_version(version: None) -> None: ...
+@overload
+def parse_version(version: str | None) -> tuple[int, int] | None: ...
 def parse_version(version: str | None) -> tuple[int, int] | None:
     """``"2.7.1+cu126"`` -> ``(2, 7)``; None stays None. Raises ValueError on a non-version string."""
     if version is None:

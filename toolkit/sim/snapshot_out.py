@@ -107,7 +107,7 @@ def trace_dicts(trace: deque[TraceTuple] | None, profile: str) -> Iterator[dict[
 
 def workspace_trace_dicts(blocks: dict[int, WorkspaceBlock]) -> list[dict[str, Any]]:
     """torch_npu prepends, per workspace block: workspace_snapshot, segment_alloc, alloc."""
-    out = []
+    out: list[dict[str, Any]] = []
     for stream, w in blocks.items():
         for action in ("workspace_snapshot", "segment_alloc", "alloc"):
             out.append({"action": action, "addr": w.address, "size": w.size, "stream": stream, "pool_id": (0, 0), "frames": []})

@@ -52,7 +52,7 @@ class RoundingRules:
         pad; without such evidence the flavour decides (NPU: 32, CUDA: 0).
         """
         settings = snapshot.get("allocator_settings") or {}
-        divisions = (0,) * 16
+        divisions: tuple[int, ...] = (0,) * 16
         table = settings.get("roundup_power2_divisions")
         if isinstance(table, Mapping) and table:
             ordered = [int(v) for _, v in sorted(table.items(), key=lambda kv: int(kv[0]))]

@@ -237,8 +237,8 @@ def _initial_geometry(segments: list[Segment], events: list[TraceEvent], rules: 
     for i in range(len(events) - 1, -1, -1):
         action, addr, size, stream = events[i]
         if action == "segment_alloc":
-            g = fixed.pop(addr, None)
-            if g is None or g.end - g.start != size:
+            alloc_geo = fixed.pop(addr, None)
+            if alloc_geo is None or alloc_geo.end - alloc_geo.start != size:
                 raise SnapshotError(
                     f"inconsistent trace: segment_alloc of {size} B at {addr:#x} (entry {i}) does not match "
                     "a segment that exists afterwards"

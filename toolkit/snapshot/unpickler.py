@@ -101,7 +101,7 @@ class PlainDataUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"persistent id {bounded_repr(pid)}")  # pickle's hook for external objects
 
 
-def _refuse_extension(self: pickle._Unpickler) -> None:
+def _refuse_extension(self: pickle.Unpickler) -> None:
     raise UnsafePickleError("an extension-registry object (EXT opcode)")
 
 

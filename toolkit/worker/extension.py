@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from toolkit.worker import probe
 
@@ -40,7 +40,9 @@ class MemlabWorkerExtension:
     def _memlab(self) -> _State:
         state = getattr(self, "_memlab_state", None)
         if state is None:
-            state = _State(probe.open_memory(os.environ.get("MEMLAB_PROBE_BACKEND") or None))
+            # open_memory rejects a name outside probe.Backend with a ProbeError.
+            backend = cast("probe.Backend | None", os.environ.get("MEMLAB_PROBE_BACKEND") or None)
+            state = _State(probe.open_memory(backend))
             self._memlab_state = state
         return state
 

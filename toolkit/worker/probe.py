@@ -76,7 +76,7 @@ def detect_backend() -> Backend:
     if importlib.util.find_spec("torch_npu") is not None:
         import torch_npu  # noqa: F401  (registers torch.npu)
 
-        if torch.npu.is_available():
+        if torch.npu.is_available():  # type: ignore[attr-defined]  # torch.npu exists only with torch_npu
             return "npu"
     if torch.cuda.is_available():
         return "cuda"
@@ -203,7 +203,8 @@ class TorchDeviceMemory:
             import torch_npu  # noqa: F401
 
         self.backend = backend
-        self.mod: Any = torch.npu if backend == "npu" else torch.cuda
+        # torch.npu exists only once torch_npu is imported (above); the stubs do not know it.
+        self.mod: Any = torch.npu if backend == "npu" else torch.cuda  # type: ignore[attr-defined]
         self.device = self.mod.current_device()
 
     def memory_stats(self) -> dict[str, int]:
@@ -412,7 +413,8 @@ def measure_baseline(backend: Backend) -> dict[str, Any]:
 
     if backend == "npu":
         import torch_npu  # noqa: F401
-    mod: Any = torch.npu if backend == "npu" else torch.cuda
+    # torch.npu exists only once torch_npu is imported (above); the stubs do not know it.
+    mod: Any = torch.npu if backend == "npu" else torch.cuda  # type: ignore[attr-defined]
     for index in range(mod.device_count()):
         free, total = mod.mem_get_info(index)
         used[str(index)] = int(total - free)

@@ -51,6 +51,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -109,7 +110,7 @@ class StorageRecorder(TorchDispatchMode):
         self._kernel_allocs: list[set[int]] = []  # sids allocated inside each open kernel wrapper
         self._flags: dict[int, str] = {}
         self._alive: set[int] = set()
-        self._names: dict[int, str] = {}
+        self._names: dict[int, list[str]] = {}
         self._hooks: list[Any] = []
         self.recording = False
         self.pending_flag = ""
@@ -150,8 +151,8 @@ class StorageRecorder(TorchDispatchMode):
 
     # -- storages --------------------------------------------------------------------------------------
     def _frames(self) -> tuple[Frame, ...]:
-        out = []
-        f = sys._getframe(2)
+        out: list[Frame] = []
+        f: FrameType | None = sys._getframe(2)
         while f is not None and len(out) < MAX_FRAMES:
             fn = f.f_code.co_filename
             if "/vllm/" in fn:
@@ -367,7 +368,8 @@ def _neutral_gemm(model: torch.nn.Module) -> None:
     layers whose weight is on the meta device (line 476)."""
     for m in model.modules():
         if hasattr(m, "quant_method") and hasattr(m, "weight"):
-            m.cpu_linear = torch.nn.functional.linear
+            # A plain attribute vLLM's CPU GEMM dispatch reads; nn.Module types attributes as Tensor | Module.
+            m.cpu_linear = torch.nn.functional.linear  # type: ignore[assignment]
 
 
 def _sampling_metadata(n: int) -> Any:

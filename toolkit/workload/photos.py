@@ -78,7 +78,7 @@ def _draw(spec: PhotoSpec, rng: random.Random):  # -> PIL.Image.Image
                 d.rectangle((x0, y, sw - x0, y + sh // 12), outline=(180, 180, 180), fill=(245, 246, 250))
                 y += sh // 12
             y += max(3, sh // 60)
-        return img.resize((spec.width, spec.height), Image.NEAREST)
+        return img.resize((spec.width, spec.height), Image.Resampling.NEAREST)
     # photo-like: sky/ground gradient, shapes, texture
     img = Image.linear_gradient("L").resize((sw, sh))
     sky = (rng.randrange(60, 140), rng.randrange(120, 200), rng.randrange(180, 255))
@@ -95,7 +95,7 @@ def _draw(spec: PhotoSpec, rng: random.Random):  # -> PIL.Image.Image
             d.rectangle((x - r, y - r // 2, x + r, y + r), fill=color)
     noise = Image.effect_noise((sw, sh), rng.randrange(20, 60)).convert("RGB")
     img = Image.blend(img, noise, 0.15).filter(ImageFilter.SMOOTH)
-    return img.resize((spec.width, spec.height), Image.BILINEAR)
+    return img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
 
 
 def generate_photo_set(out_dir: str | Path, n: int, seed: int = 0) -> list[Path]:

@@ -554,7 +554,7 @@ class VllmEngine:
                  message: str | None = None) -> tuple[MemorySample, ...]:
         out = []
         for row in sorted(rows, key=lambda r: r["rank"]):
-            mem = {k: int(v) for k, v in row.items() if k.endswith("_bytes") and k != "rss_peak_bytes"}
+            mem: dict[str, Any] = {k: int(v) for k, v in row.items() if k.endswith("_bytes") and k != "rss_peak_bytes"}
             out.append(MemorySample(
                 request_index=index, request_id=request_id, rank=int(row["rank"]), started_at_ns=started,
                 duration_ns=duration, **info, **mem, segment_count=int(row.get("segment_count", 0)),
@@ -621,7 +621,7 @@ class VllmEngine:
         self._next_index += 1
         request_id = f"{self.name}-{self._served}"
         self._served += 1
-        info = dict(input_name=Path(item).name if isinstance(item, (str, os.PathLike)) else None,
+        info: dict[str, Any] = dict(input_name=Path(item).name if isinstance(item, (str, os.PathLike)) else None,
                     image_width_px=None, image_height_px=None, resized_width_px=None, resized_height_px=None)
         started = time.time_ns()
         samples = self._samples(index, request_id, started, 0, dict(info, visual_tokens=0, prompt_tokens=0,

@@ -157,7 +157,8 @@ class Inspector:
         if request is not None and not self.requests[0] <= request <= self.requests[-1]:
             raise WidgetError(f"run {run.name!r} has requests {self.requests[0]} to {self.requests[-1]}: "
                               f"request {request} is out of range")
-        start = request if request is not None else (self.first_failure if failed else self.requests[-1])
+        start = request if request is not None else (
+            self.first_failure if self.first_failure is not None else self.requests[-1])
         self.request = self._nearest(start)
         self._ui: dict[str, Any] = {}
         self._box: Any = None
@@ -296,8 +297,12 @@ class Inspector:
 
     def _wire_overview(self) -> None:
         """Clicking a point of the overview shows that request."""
+        def on_click(_t: Any, points: Any, _s: Any) -> None:
+            if points.xs:
+                self.show(int(points.xs[0]))
+
         for trace in self._ui["overview"].data:
-            trace.on_click(lambda _t, points, _s: points.xs and self.show(int(points.xs[0])))
+            trace.on_click(on_click)
 
     def step(self, delta: int) -> None:
         """Move ``delta`` requests forward (negative: back), clamped to the run."""

@@ -75,7 +75,7 @@ def watch(
     params = inspect.signature(engine.run_images).parameters
     if "snapshots" in params:  # the engine records into our recorder itself (and registers it for the run)
         run_kwargs["snapshots"] = recorder if recorder is not None else False
-        callbacks = [c for c in (figure,) if c is not None]
+        callbacks: list[LiveFigure | SnapshotRecorder] = [c for c in (figure,) if c is not None]
     else:
         callbacks = [c for c in (figure, recorder) if c is not None]
 

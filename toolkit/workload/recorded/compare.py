@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from toolkit.core.vocab import Platform
 from toolkit.workload.engine_args import EngineArgs, ResolvedArgs
 from toolkit.workload.images import ImageGrid, image_grid
 from toolkit.workload.presets import Preset, load_preset
@@ -90,7 +91,7 @@ class SimFigures:
     segments_created: int
 
 
-def simulate(program: Program, conf: str = "", platform: str = "npu") -> SimFigures:
+def simulate(program: Program, conf: str = "", platform: Platform = "npu") -> SimFigures:
     """Replay ``program`` on a fresh ``SimDevice`` (kept slots stay allocated); simulated figures."""
     from toolkit.sim import SimDevice
 
@@ -144,7 +145,7 @@ class PhaseComparison:
 
 
 def compare_programs(hand: Program, rec: Program, *, preset: str = "", image: tuple[int, int] | None = None,
-                     phase: str = "", confs: Sequence[str] = CONFS, platform: str = "npu", top: int = 5,
+                     phase: str = "", confs: Sequence[str] = CONFS, platform: Platform = "npu", top: int = 5,
                      cpu_specific_allocs: int = 0) -> PhaseComparison:
     hh, rh = size_histogram(_sizes(hand)), size_histogram(_sizes(rec))
     diffs = [(n, hh.get(n, 0), rh.get(n, 0)) for n in set(hh) | set(rh) if hh.get(n, 0) != rh.get(n, 0)]
@@ -158,7 +159,7 @@ def compare_programs(hand: Program, rec: Program, *, preset: str = "", image: tu
 
 
 def compare_recording(rec: Recording, *, phases: Sequence[str] | None = None, confs: Sequence[str] = CONFS,
-                      platform: str = "npu", cpu_specific: bool = False) -> list[PhaseComparison]:
+                      platform: Platform = "npu", cpu_specific: bool = False) -> list[PhaseComparison]:
     """One ``PhaseComparison`` per recorded phase (``phases`` to choose), recorded vs hand-written."""
     out = []
     for ph in rec.phases:
