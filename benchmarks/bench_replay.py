@@ -9,7 +9,7 @@ Rows:
                     reconstruction + replay, exact) and with fidelity(); also as a ratio to the
                     public trace's replay loop measured in the same run
   synthetic         a seeded synthetic trace of ~1M events (recorded on the simulator itself, not timed),
-                    replayed under its own conf and under other confs / the NPU profile
+                    replayed under its own conf and under other confs / the NPU allocator
   hot path          SimDevice.malloc/free with no recording and no replay bookkeeping (ops/s)
 
 "events" counts every trace entry (alloc, free_requested, free_completed, segment_*), as a recorded
@@ -100,8 +100,8 @@ def best_of(repeat: int, setup: Callable[[], Any], fn: Callable[[Any], Any]) -> 
     return best_wall, best_cpu
 
 
-def seeded_device(snap: Any, profile: str, conf: str) -> SimDevice:
-    dev = SimDevice(profile, conf, capacity_bytes=80 << 30, context_bytes=0, torch_version="2.7" if profile == "cuda" else None)  # type: ignore[arg-type]
+def seeded_device(snap: Any, platform: str, conf: str) -> SimDevice:
+    dev = SimDevice(platform, conf, capacity_bytes=80 << 30, context_bytes=0, torch_version="2.7" if platform == "cuda" else None)  # type: ignore[arg-type]
     for s in initial_state(snap):
         dev.add_segment(s.address, s.size, s.pool, s.stream,
                         [(b.offset, b.size, b.allocated, r) for b, r in zip(s.blocks, s.requested_sizes)])
@@ -170,11 +170,11 @@ def main() -> int:
     print(f"synthetic trace: {len(events):,} events from {n_synth_ops:,} seeded ops "
           f"(generated and recorded in {time.perf_counter() - t0:.1f} s, not timed below)")
     n_ops = sum(e.action in ("alloc", "free_requested") for e in events)
-    for profile, conf in (("cuda", ""), ("cuda", "expandable_segments:True"), ("cuda", "max_split_size_mb:64"),
+    for platform, conf in (("cuda", ""), ("cuda", "expandable_segments:True"), ("cuda", "max_split_size_mb:64"),
                           ("npu", ""), ("npu", "expandable_segments:True")):
-        secs = best_of(args.repeat, lambda p=profile, c=conf: seeded_device(synth, p, c),
+        secs = best_of(args.repeat, lambda p=platform, c=conf: seeded_device(synth, p, c),
                        lambda dev: replay_events(dev, events))
-        rows.append((f"synthetic, replay loop, {profile} conf={conf!r}", len(events), n_ops, secs))
+        rows.append((f"synthetic, replay loop, {platform} conf={conf!r}", len(events), n_ops, secs))
 
     ops = synthetic_ops(n_synth_ops, args.seed)
     for conf in ("", "expandable_segments:True"):

@@ -78,15 +78,15 @@ def worker(data_path: Path, rounds: int) -> dict[str, Any]:
             t_best = min(t_best, time.process_time() - t0)
         return t_best, result
 
-    for profile, conf in CASES_HOT:
+    for platform, conf in CASES_HOT:
         def hot(dev: Any) -> Any:
             run_ops(dev, ops)
             return dev
-        secs, dev = best(lambda p=profile, c=conf: SimDevice(p, c, capacity_bytes=80 << 30, context_bytes=0), hot)
-        out[f"hot path malloc/free, {profile} conf={conf!r}"] = (secs, len(ops), _digest(_state(dev)))
-    for profile, conf in CASES_REPLAY:
-        secs, res = best(lambda p=profile, c=conf: seeded_device(snap, p, c), lambda dev: replay_events(dev, events))
-        out[f"replay loop, {profile} conf={conf!r}"] = (
+        secs, dev = best(lambda p=platform, c=conf: SimDevice(p, c, capacity_bytes=80 << 30, context_bytes=0), hot)
+        out[f"hot path malloc/free, {platform} conf={conf!r}"] = (secs, len(ops), _digest(_state(dev)))
+    for platform, conf in CASES_REPLAY:
+        secs, res = best(lambda p=platform, c=conf: seeded_device(snap, p, c), lambda dev: replay_events(dev, events))
+        out[f"replay loop, {platform} conf={conf!r}"] = (
             secs, len(events), _digest(_flat_rows(res.rows), res.events_replayed, _state(res.device)))
     return out
 

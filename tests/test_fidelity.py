@@ -116,7 +116,7 @@ def test_every_recorded_trace_replays_exactly(path: Path) -> None:
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     recorded = load_snapshot(path)
-    if recorded["flavor"] != "cuda":
+    if recorded["platform"] != "cuda":
         pytest.skip(f"{path.name}: not a CUDA trace")
     total = meta.get("total_bytes")
     context = total - meta["free_bytes_at_start"] if total and "free_bytes_at_start" in meta else None

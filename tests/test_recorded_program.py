@@ -77,7 +77,7 @@ def test_snapshot_of_a_recording_opens_and_replays_like_the_program(tmp_path: Pa
     assert sum(e["action"] == "alloc" for e in trace) == prog.n_allocs
     assert trace[0]["frames"][0]["name"].startswith("aten.x")
     for conf in ("", "expandable_segments:True"):
-        r = replay(path, profile="npu", conf=conf)
+        r = replay(path, platform="npu", conf=conf)
         assert int(r.timeline["reserved_bytes"].max()) == simulate(prog, conf).peak_reserved_bytes
 
 

@@ -38,7 +38,7 @@ def workload(dev: SimDevice, seed: int, steps: int = 600, record_from: int = 0) 
             dev.empty_cache()
         elif r < 0.5:
             dev.complete_events(1)
-        elif r < 0.52 and dev.profile == "npu":
+        elif r < 0.52 and dev.platform == "npu":
             dev.workspace(rng.randrange(1, 8 * MiB))
         else:
             size = rng.choice([rng.randrange(1, MiB), rng.randrange(MiB, 12 * MiB), rng.randrange(12 * MiB, 64 * MiB)])
@@ -59,7 +59,7 @@ def layout(segments: list[dict]) -> list[tuple]:
 
 
 @pytest.mark.parametrize(
-    ("profile", "conf", "record_from", "capacity_gib", "fraction"),
+    ("platform", "conf", "record_from", "capacity_gib", "fraction"),
     [
         ("cuda", "", 0, 64, None),
         ("cuda", "", 250, 64, None),  # recording starts mid-run: the state at the first event is rebuilt
@@ -77,15 +77,15 @@ def layout(segments: list[dict]) -> list[tuple]:
     ],
 )
 def test_round_trip_reproduces_a_recorded_run_exactly(
-    profile: str, conf: str, record_from: int, capacity_gib: int, fraction: float | None
+    platform: str, conf: str, record_from: int, capacity_gib: int, fraction: float | None
 ) -> None:
     capacity = capacity_gib << 30
-    rec = SimDevice(profile, conf, capacity_bytes=capacity, context_bytes=0)  # type: ignore[arg-type]
+    rec = SimDevice(platform, conf, capacity_bytes=capacity, context_bytes=0)  # type: ignore[arg-type]
     if fraction is not None:
         rec.set_per_process_memory_fraction(fraction)
     workload(rec, seed=len(conf) + record_from + capacity_gib, record_from=record_from)
     snap = rec.snapshot()
-    result = replay(snap, conf=conf if profile == "npu" else None, profile=profile,  # type: ignore[arg-type]
+    result = replay(snap, conf=conf if platform == "npu" else None, platform=platform,  # type: ignore[arg-type]
                     capacity_bytes=capacity, memory_fraction=fraction, segment_addresses="recorded",
                     record_history=True)
     assert result.completed and result.events_replayed == result.events_total > 100

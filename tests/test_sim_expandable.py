@@ -9,10 +9,10 @@ from toolkit.sim import SimDevice, SimOutOfMemoryError
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
 
-def exp(profile: str = "cuda", extra: str = "", **kw: object) -> SimDevice:
+def exp(platform: str = "cuda", extra: str = "", **kw: object) -> SimDevice:
     kw.setdefault("context_bytes", 0)
     conf = "expandable_segments:True" + ("," + extra if extra else "")
-    dev = SimDevice(profile, conf, **kw)  # type: ignore[arg-type]
+    dev = SimDevice(platform, conf, **kw)  # type: ignore[arg-type]
     dev.record_history()
     return dev
 

@@ -44,11 +44,11 @@ op = st.one_of(
 )
 
 
-@pytest.mark.parametrize(("profile", "conf"), CONFS)
+@pytest.mark.parametrize(("platform", "conf"), CONFS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op, min_size=1, max_size=60))
-def test_invariants_hold_after_every_step(profile: str, conf: str, ops: list[tuple[str, int, int]]) -> None:
-    dev = SimDevice(profile, conf, capacity_bytes=600 * MiB, context_bytes=0)  # type: ignore[arg-type]
+def test_invariants_hold_after_every_step(platform: str, conf: str, ops: list[tuple[str, int, int]]) -> None:
+    dev = SimDevice(platform, conf, capacity_bytes=600 * MiB, context_bytes=0)  # type: ignore[arg-type]
     if "garbage_collection" in conf:
         dev.set_per_process_memory_fraction(0.8)
     live: list[int] = []
@@ -67,7 +67,7 @@ def test_invariants_hold_after_every_step(profile: str, conf: str, ops: list[tup
                 dev.synchronize()
             elif kind == "empty_cache":
                 dev.empty_cache()
-            elif kind == "workspace" and profile == "npu":
+            elif kind == "workspace" and platform == "npu":
                 dev.workspace(a, stream=b)
         except SimOutOfMemoryError:
             pass  # the state must still be consistent after a failed request

@@ -14,8 +14,8 @@ SEGMENT_KEYS = {"device", "address", "total_size", "allocated_size", "active_siz
 BLOCK_KEYS = {"address", "size", "requested_size", "state", "frames"}
 
 
-def busy_device(profile: str = "cuda", conf: str = "") -> SimDevice:
-    dev = SimDevice(profile, conf, context_bytes=0)  # type: ignore[arg-type]
+def busy_device(platform: str = "cuda", conf: str = "") -> SimDevice:
+    dev = SimDevice(platform, conf, context_bytes=0)  # type: ignore[arg-type]
     dev.record_history()
     a = dev.malloc(5 * MiB)
     dev.free(dev.malloc(40 * MiB))
@@ -30,7 +30,7 @@ def busy_device(profile: str = "cuda", conf: str = "") -> SimDevice:
 
 def test_layout_matches_torch_snapshot() -> None:
     snap = busy_device().snapshot()
-    assert snap["simulated"] is True and snap["simulator"]["profile"] == "cuda"
+    assert snap["simulated"] is True and snap["simulator"]["platform"] == "cuda"
     assert set(snap) >= {"segments", "device_traces", "allocator_settings", "external_annotations"}
     assert snap["allocator_settings"]["max_split_size"] == -1
     assert len(snap["allocator_settings"]["roundup_power2_divisions"]) == 16
@@ -75,7 +75,7 @@ def test_npu_snapshot_has_no_time_and_appends_workspace() -> None:
     from toolkit.snapshot import normalize_snapshot
 
     norm = normalize_snapshot(snap)  # the snapshot module separates the workspace again
-    assert norm["flavor"] == "npu"
+    assert norm["platform"] == "npu"
     assert [s["total_size"] for s in norm["workspace_segments"]] == [4 * MiB]
     assert [s["total_size"] for s in norm["segments"]] == [2 * MiB]
 

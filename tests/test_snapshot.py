@@ -185,7 +185,7 @@ def replay_states(seeds, events, cuts=(), round_fn=round_cuda):
 # ------------------------------------------------------------------------------------------ loading
 @needs_real
 def test_real_trace_loads_with_its_documented_shape(real):
-    assert real["flavor"] == "cuda"
+    assert real["platform"] == "cuda"
     assert len(real["segments"]) == 516
     actions = [e["action"] for e in real["device_traces"][0]]
     assert actions.count("segment_alloc") == 289
@@ -329,7 +329,7 @@ def test_npu_layout_is_normalised_and_workspace_separated(real):
     del npu["allocator_settings"], npu["external_annotations"]
 
     got = normalize_snapshot(npu)
-    assert got["flavor"] == "npu"
+    assert got["platform"] == "npu"
     assert got["workspace_segments"] == [ws_seg]
     assert [e["action"] for e in got["workspace_traces"][0]] == ["workspace_snapshot", "segment_alloc", "alloc"]
     assert got["segments"] == real["segments"]
@@ -344,7 +344,7 @@ def test_npu_layout_is_normalised_and_workspace_separated(real):
 def test_npu_fixture_without_trace_uses_address_order(tmp_path):
     raw = json.loads((DATA / "npu_synthetic.json").read_text())
     raw["device_traces"] = []  # recorded without history: no workspace entries to go by
-    got = normalize_snapshot(raw, flavor="npu")
+    got = normalize_snapshot(raw, platform="npu")
     assert [s["stream"] for s in got["workspace_segments"]] == [7]
     assert len(got["segments"]) == 1
 
@@ -362,7 +362,7 @@ def test_legacy_cuda_layouts_are_normalised(real):
                 b["history"] = [{"addr": 0, "real_size": requested, "frames": frames}]
         legacy.append(seg)
     got = normalize_snapshot(legacy)  # a bare list: what torch.cuda.memory_snapshot() returns
-    assert got["device_traces"] == [] and got["flavor"] == "cuda"
+    assert got["device_traces"] == [] and got["platform"] == "cuda"
     want = real["segments"]
     assert len(got["segments"]) == len(want)
     for g, w in zip(got["segments"], want):
@@ -521,7 +521,7 @@ def test_simulated_npu_snapshot_keeps_workspace_apart_with_or_without_a_trace(hi
     dev.malloc(3 * 2**20)
     dev.workspace(64 * 2**20)
     raw = dev.snapshot()
-    raw.pop("flavor", None)  # force a full normalisation, as for a file
+    raw.pop("platform", None)  # force a full normalisation, as for a file
     snap = normalize_snapshot(raw)
     assert len(snap["workspace_segments"]) == 1
     assert sum(s["total_size"] for s in snap["segments"]) == dev.memory_reserved()

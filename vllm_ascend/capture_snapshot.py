@@ -95,7 +95,7 @@ def summarize_file(path: Path) -> dict[str, Any]:
     except SnapshotError as exc:
         row["error"] = str(exc)
         return row
-    row.update({k: s[k] for k in ("flavor", "segments", "expandable_segments", "reserved_bytes",
+    row.update({k: s[k] for k in ("platform", "segments", "expandable_segments", "reserved_bytes",
                                   "allocated_bytes", "inactive_split_bytes", "events")})
     row["oom_events"] = s["events_by_action"].get("oom", 0)
     return row

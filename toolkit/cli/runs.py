@@ -34,7 +34,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     rows = [("conf", "events", "outcome", "peak reserved", "peak fragmentation", "final reserved", "retries")]
     notes = []
     for text in args.conf or ["recorded"]:
-        result = replay(snapshot, None if text == "recorded" else text, args.profile, capacity_bytes=capacity,
+        result = replay(snapshot, None if text == "recorded" else text, args.platform, capacity_bytes=capacity,
                         device=args.device)
         s = result.summary()
         notes.append(f"{text}: {result.fidelity().line()}")
@@ -70,7 +70,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("snapshot", help="file from torch.cuda.memory._dump_snapshot or torch_npu's equivalent")
     r.add_argument("--conf", action="append", metavar="CONF",
                    help="conf to replay under (repeatable; 'recorded' = the recorded conf, the default)")
-    r.add_argument("--profile", choices=("cuda", "npu"), default=None, help="allocator model (default: recorder's)")
+    r.add_argument("--platform", choices=("cuda", "npu"), default=None, help="allocator model (default: recorder's)")
     r.add_argument("--capacity-gib", type=float, default=None, help="device memory, for OOM under other confs")
     r.add_argument("--device", type=int, default=0, help="which device trace of the snapshot (default 0)")
     r.set_defaults(handler=_cmd_replay)

@@ -117,7 +117,7 @@ def fidelity(result: ReplayResult) -> Fidelity:
         final_layout_matches=final,
         first_divergence=first,
         stop_reason=result.stop_reason,
-        what_if=result.conf != (result.recorded_conf or "") or result.profile != (result.recorded_profile or result.profile),
+        what_if=result.conf != (result.recorded_conf or "") or result.platform != (result.recorded_platform or result.platform),
     )
 
 
@@ -173,7 +173,7 @@ def replay_run(result: ReplayResult, steps: int | None = None, name: str | None 
             message=oom_line if is_oom else None))
     status: RunStatus = "oom" if result.oom is not None else ("error" if result.error is not None else "ok")
     return Run(
-        name=name or f"replay: {result.conf or 'defaults'}", backend="replay", platform=result.profile,
+        name=name or f"replay: {result.conf or 'defaults'}", backend="replay", platform=result.platform,
         model="recorded trace", conf=result.conf, effective_conf=result.device.settings.conf_text,
         device_capacity_bytes=capacity, simulated=True,
         engine_args={"events": result.events_total, "steps": len(ends), "device": result.device_index,

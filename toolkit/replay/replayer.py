@@ -142,7 +142,7 @@ class ReplayResult:
     allocated, reserved, inactive split, segments) and the timeline fills the events in between forward.
     """
 
-    profile: str
+    platform: str
     conf: str
     recorded_conf: str | None
     device: SimDevice
@@ -170,7 +170,7 @@ class ReplayResult:
     torch_version_source: str = ""  # how it was chosen: inferred from what, or given
     capacity_source: str = ""  # how capacity_bytes was chosen
     recorded_segments: list[Segment] | None = field(default=None, repr=False)  # final, this device
-    recorded_profile: str = ""  # the allocator that recorded it ("" = same as ``profile``)
+    recorded_platform: str = ""  # the allocator that recorded it ("" = same as ``platform``)
 
     @cached_property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -250,7 +250,7 @@ class ReplayResult:
         arr = self.arrays
         empty = self.events_replayed == 0
         return {
-            "profile": self.profile,
+            "platform": self.platform,
             "conf": self.conf,
             "simulated": True,
             "events": self.events_replayed,
@@ -271,7 +271,7 @@ class ReplayResult:
         else:
             status = f"stopped at event {self.events_replayed - 1}"
         return (
-            f"ReplayResult(profile={self.profile!r}, conf={self.conf!r}, events={self.events_replayed}/"
+            f"ReplayResult(platform={self.platform!r}, conf={self.conf!r}, events={self.events_replayed}/"
             f"{self.events_total}, {status}) [simulated]"
         )
 
@@ -303,13 +303,13 @@ def _load(source: str | os.PathLike[str] | bytes | Mapping[str, Any]) -> Snapsho
     return load_snapshot(source)
 
 
-def _check_replay_args(profile: object, device: object, capacity_bytes: object, context_bytes: object,
+def _check_replay_args(platform: object, device: object, capacity_bytes: object, context_bytes: object,
                        memory_fraction: object) -> None:
     """Boundary checks of ``replay``'s own arguments: one-line ``ReplayError`` instead of a TypeError later."""
     from toolkit.core.errors import bounded_repr
 
-    if profile not in (None, "cuda", "npu"):
-        raise ReplayError(f"profile must be 'cuda', 'npu' or None, got {bounded_repr(profile)}")
+    if platform not in (None, "cuda", "npu"):
+        raise ReplayError(f"platform must be 'cuda', 'npu' or None, got {bounded_repr(platform)}")
     if type(device) is not int or not 0 <= device < 1 << 16:
         raise ReplayError(f"device must be an int from 0, got {bounded_repr(device)}")
     for name, value in (("capacity_bytes", capacity_bytes), ("context_bytes", context_bytes)):
@@ -340,7 +340,7 @@ def _one_line_errors(fn: Any) -> Any:
 def replay(
     source: str | os.PathLike[str] | bytes | Mapping[str, Any],
     conf: Any = None,
-    profile: Literal["cuda", "npu"] | None = None,
+    platform: Literal["cuda", "npu"] | None = None,
     *,
     torch_version: str | None = None,
     capacity_bytes: int | None = None,
@@ -359,7 +359,7 @@ def replay(
             its bytes, or an already loaded snapshot dict.
         conf: conf string or ``AllocConf`` to replay under; None = the recorded conf (CUDA snapshots
             record it; torch_npu snapshots do not, so None means the defaults there).
-        profile: ``"cuda"`` or ``"npu"``; None = the allocator that recorded it.
+        platform: ``"cuda"`` or ``"npu"``; None = the allocator that recorded it.
         torch_version: version-dependent behaviour (see ``SimDevice``); None = inferred from a CUDA
             snapshot (``toolkit.snapshot.version.infer_torch_version``), else the newest dialect.
         capacity_bytes: device memory; None = inferred (``infer_capacity``: from a recorded OOM, else
@@ -381,36 +381,36 @@ def replay(
     """
     from toolkit.snapshot import initial_state, trace_events
 
-    _check_replay_args(profile, device, capacity_bytes, context_bytes, memory_fraction)
+    _check_replay_args(platform, device, capacity_bytes, context_bytes, memory_fraction)
     snap = _load(source)
-    flavor = snap.get("flavor", "cuda")
-    profile = profile or flavor
+    recorded_platform = snap.get("platform", "cuda")
+    platform = platform or recorded_platform
     recorded = recorded_conf(snap)
     same_conf = conf is None or (isinstance(conf, str) and conf == (recorded or ""))
     if conf is None:
         conf = recorded or ""
-    if torch_version is None and profile == flavor:
+    if torch_version is None and platform == recorded_platform:
         inferred = infer_torch_version(snap)
         torch_version, version_source = inferred.version, inferred.reason
     else:
         version_source = "given" if torch_version is not None else "none (another allocator's recording)"
     events = trace_events(snap, device)
     if segment_addresses is None:
-        segment_addresses = "recorded" if same_conf and profile == flavor else "fresh"
+        segment_addresses = "recorded" if same_conf and platform == recorded_platform else "fresh"
     if segment_addresses not in ("recorded", "fresh"):
         raise ValueError(f"segment_addresses must be 'recorded' or 'fresh', got {segment_addresses!r}")
     seeds = initial_state(snap, device)
     capacity_source = "given"
     if capacity_bytes is None:
-        capacity_bytes, capacity_source = infer_capacity(seeds, events, profile)
+        capacity_bytes, capacity_source = infer_capacity(seeds, events, platform)
         if context_bytes is None:
             context_bytes = 0
     feeder = None
     if segment_addresses == "recorded":
         feeder = RecordedSegmentAddresses()
     dev = SimDevice(
-        profile,
-        _conf_for(conf, profile, torch_version),
+        platform,
+        _conf_for(conf, platform, torch_version),
         capacity_bytes=capacity_bytes,
         torch_version=torch_version,
         segment_address=feeder,
@@ -462,7 +462,7 @@ def replay(
     result.torch_version_source = version_source
     result.capacity_source = capacity_source
     result.recorded_segments = [seg for seg in snap["segments"] if seg["device"] == device]
-    result.recorded_profile = flavor
+    result.recorded_platform = recorded_platform
     return result
 
 
@@ -487,7 +487,7 @@ def _untouched_free_requests(snap: Mapping[str, Any], device: int, events: list[
     return out
 
 
-def _conf_for(conf: Any, profile: str, torch_version: str | None) -> Any:
+def _conf_for(conf: Any, platform: str, torch_version: str | None) -> Any:
     """A conf string parsed in the dialect of ``torch_version``, or of the oldest one the parser knows.
 
     The conf parser models torch 2.6 and later; an older recording (torch 2.1) ran without any
@@ -500,14 +500,14 @@ def _conf_for(conf: Any, profile: str, torch_version: str | None) -> Any:
     from toolkit.sim.settings import parse_version
 
     version = torch_version
-    if profile == "cuda" and version is not None:
+    if platform == "cuda" and version is not None:
         oldest = SUPPORTED_VERSIONS["cuda"][0]
         if parse_version(version) < parse_version(oldest):
             version = oldest
-    return parse(conf, platform=profile, version=version)
+    return parse(conf, platform=platform, version=version)
 
 
-def infer_capacity(seeds: list[Any], events: list[Any], profile: str) -> tuple[int, str]:
+def infer_capacity(seeds: list[Any], events: list[Any], platform: str) -> tuple[int, str]:
     """Device memory for a replay when none is given: what the recording proves, and how.
 
     Snapshots do not record the device's total memory. A recorded ``oom`` entry carries the free
@@ -534,7 +534,7 @@ def infer_capacity(seeds: list[Any], events: list[Any], profile: str) -> tuple[i
                 bound, first = reserved + addr, i
     if bound is not None:
         return bound, f"reserved + free bytes at the recorded OOM (event {first})"
-    default = DEFAULT_CAPACITY_BYTES[profile]
+    default = DEFAULT_CAPACITY_BYTES[platform]
     if peak > default:
         return peak, "the recorded peak reserved (above the default capacity)"
     return default, f"default ({default // 2**30} GiB; the recording has no OOM to infer it from)"
@@ -748,7 +748,7 @@ def replay_events(
     while stops and stops[0] < i:  # stops up to the last replayed event (the OOM event included)
         snapshots[stops.popleft()] = dev.snapshot()
     return ReplayResult(
-        profile=dev.profile,
+        platform=dev.platform,
         conf=dev.settings.conf_text if conf_text is None else conf_text,
         recorded_conf=None,
         device=dev,

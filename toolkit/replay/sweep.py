@@ -112,7 +112,7 @@ def sweep_replays(sources: Iterable[str | os.PathLike[str] | bytes], confs: Iter
     """Replay every source x conf (x device) in parallel; one summary dict per replay, in task order.
 
     ``confs``: conf strings (None: the recorded conf). ``replay_options`` go to every ``replay`` call
-    (``profile``, ``capacity_bytes``, ``torch_version`` ...; plain values only, they travel to the workers).
+    (``platform``, ``capacity_bytes``, ``torch_version`` ...; plain values only, they travel to the workers).
     """
     tasks = []
     for src in sources:

@@ -37,7 +37,7 @@ from toolkit.sim.pools import KEYSET_DEL_MIN, PTR_MASK, BlockPool, ceiling, key_
 from toolkit.sim.release import ReleaseMixin
 from toolkit.sim.rounding import allocation_size, round_size
 from toolkit.sim.seeding import SeedingMixin
-from toolkit.sim.settings import Profile, SimSettings, TieBreak, parse_version, resolve_settings
+from toolkit.sim.settings import Platform, SimSettings, TieBreak, parse_version, resolve_settings
 from toolkit.sim.snapshot_out import (
     TraceTuple,
     allocator_settings,
@@ -57,22 +57,22 @@ DEFAULT_CONTEXT_BYTES: dict[str, int] = {"cuda": 512 * MiB, "npu": 1 * GiB}
 ONE_EIB = 1 << 60
 
 
-def _parse_conf(conf: Any, profile: str, torch_version: str | None) -> Any:
+def _parse_conf(conf: Any, platform: str, torch_version: str | None) -> Any:
     """A conf string goes through ``toolkit.conf.parse`` so invalid confs fail exactly as there."""
     if conf is None:
         conf = ""
     if isinstance(conf, str):
         from toolkit.conf import parse
 
-        return parse(conf, platform=profile, version=torch_version)
-    platform = getattr(conf, "platform", profile)
-    if platform != profile:
-        raise ValueError(f"conf was parsed for platform {platform!r} but the device profile is {profile!r}")
+        return parse(conf, platform=platform, version=torch_version)
+    parsed_for = getattr(conf, "platform", platform)
+    if parsed_for != platform:
+        raise ValueError(f"conf was parsed for platform {parsed_for!r} but the device's platform is {platform!r}")
     return conf
 
 
 class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, WorkspaceMixin):
-    """A simulated device with a caching allocator (CUDA or NPU profile); everything in bytes (ints).
+    """A simulated device with a caching allocator (CUDA or NPU platform); everything in bytes (ints).
 
     Example::
 
@@ -82,7 +82,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         dev.memory_stats()["reserved_bytes.all.current"]
 
     Args:
-        profile: ``"cuda"`` or ``"npu"`` (NPU: +32 B request pad, NPU OOM text, workspace allocator).
+        platform: ``"cuda"`` or ``"npu"`` (NPU: +32 B request pad, NPU OOM text, workspace allocator).
         conf: allocator conf string (parsed by ``toolkit.conf.parse``) or an ``AllocConf``.
         capacity_bytes: device memory (``mem_get_info()[1]``).
         torch_version: selects version-dependent behaviour (best-fit tie-break, OOM hint, conf dialect).
@@ -103,7 +103,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
 
     def __init__(
         self,
-        profile: Profile = "cuda",
+        platform: Platform = "cuda",
         conf: Any = "",
         *,
         capacity_bytes: int | None = None,
@@ -117,24 +117,24 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         driver: bool | None = None,
         giant_page_bytes: int | None = None,
     ) -> None:
-        if profile not in ("cuda", "npu"):
-            raise ValueError(f"profile must be 'cuda' or 'npu', got {profile!r}")
-        self.profile: Profile = profile
-        self.conf = _parse_conf(conf, profile, torch_version)
+        if platform not in ("cuda", "npu"):
+            raise ValueError(f"platform must be 'cuda' or 'npu', got {platform!r}")
+        self.platform: Platform = platform
+        self.conf = _parse_conf(conf, platform, torch_version)
         self.torch_version = torch_version
-        s = resolve_settings(profile, self.conf, torch_version, tie_break=tie_break, npu_pad_bytes=npu_pad_bytes)
+        s = resolve_settings(platform, self.conf, torch_version, tie_break=tie_break, npu_pad_bytes=npu_pad_bytes)
         self.settings: SimSettings = s
-        self.capacity_bytes = int(DEFAULT_CAPACITY_BYTES[profile] if capacity_bytes is None else capacity_bytes)
-        self.context_bytes = int(DEFAULT_CONTEXT_BYTES[profile] if context_bytes is None else context_bytes)
+        self.capacity_bytes = int(DEFAULT_CAPACITY_BYTES[platform] if capacity_bytes is None else capacity_bytes)
+        self.context_bytes = int(DEFAULT_CONTEXT_BYTES[platform] if context_bytes is None else context_bytes)
         self.external_bytes = int(external_bytes)
         if self.capacity_bytes <= 0 or self.context_bytes < 0 or self.external_bytes < 0:
             raise ValueError("capacity_bytes must be > 0; context_bytes and external_bytes must be >= 0")
         self.device = int(device)
-        if driver and profile != "npu":
-            raise ValueError("driver=True models the Ascend driver: it needs profile='npu'")
+        if driver and platform != "npu":
+            raise ValueError("driver=True models the Ascend driver: it needs platform='npu'")
         # the driver layer (docs/ascend-memory-stack.md): touched only on segment alloc/free
         self._rt: AscendRuntime | None = None
-        if profile == "npu" and driver is not False:
+        if platform == "npu" and driver is not False:
             self._rt = AscendRuntime(self.capacity_bytes, self._fixed_bytes, giant_page_bytes)
         self._seg_va: dict[int, int] = {}  # torch segment address -> driver address
         self._ws_va: dict[int, int] = {}  # workspace block address -> driver address
@@ -166,7 +166,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         self._expandable = s.expandable
         self._regbits = s.tie_break == "registration"
         self._lazy_reclaim = s.multi_stream_lazy_reclaim
-        self._align = s.base_addr_aligned_bytes if (profile == "npu" and s.expandable) else 0
+        self._align = s.base_addr_aligned_bytes if (platform == "npu" and s.expandable) else 0
         self._allowed: int | None = None
         self._gc_active = False
         if s.memory_fraction is not None:
@@ -474,7 +474,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # ------------------------------------------------------------------ slow path
     def _malloc_slow(self, pool: BlockPool, stream: int, size: int, nbytes: int) -> Block:
         """No cached block fits: GC, device allocation, release oversize, release all, retry (§2.7)."""
-        if self.profile == "cuda" and nbytes >= ONE_EIB:
+        if self.platform == "cuda" and nbytes >= ONE_EIB:
             self._stats.num_ooms += 1
             raise SimOutOfMemoryError(
                 "CUDA out of memory. Tried to allocate more than 1EB memory.",
@@ -488,7 +488,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         if b is None and self._release_available_cached_blocks(pool, stream, size):
             b = self._alloc_block(pool, stream, size, alloc, False)
         if b is None:
-            if self.profile == "npu":
+            if self.platform == "npu":
                 self._empty_workspace()  # torch_npu empties the workspace cache before the last retry
             self._release_cached_blocks()
             b = self._alloc_block(pool, stream, size, alloc, True)
@@ -594,7 +594,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         if self._trace is not None:
             self._trace.append(("oom", report.device_free_bytes, size, stream, next(self._clock)))
         self._stats.num_ooms += 1
-        if self.profile == "cuda":
+        if self.platform == "cuda":
             message = cuda_oom_message(report, self.settings.oom_conf_var)
         else:
             message = npu_oom_message(report)
@@ -603,7 +603,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     def _oom_report(self, nbytes: int, size: int, alloc: int, source: str = "caching_allocator") -> OomReport:
         a = self._all
         return OomReport(
-            profile=self.profile,
+            platform=self.platform,
             device=self.device,
             requested_bytes=nbytes,
             rounded_bytes=size,
@@ -621,7 +621,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # ------------------------------------------------------------------ torch-like queries
     def empty_cache(self) -> None:
         """Return every cached whole segment (and free expandable pages) to the device (§2.13)."""
-        if self.profile == "npu":
+        if self.platform == "npu":
             self._empty_workspace()
         self._release_cached_blocks()
 
@@ -669,7 +669,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
 
     def memory_stats(self) -> OrderedDict[str, int]:
         """The flattened, key-sorted ``memory_stats()`` dict with torch's key names."""
-        return self._stats.as_flat_dict(include_oom_rejections=self.profile == "npu")
+        return self._stats.as_flat_dict(include_oom_rejections=self.platform == "npu")
 
     def memory_allocated(self) -> int:
         return self._all.allocated_bytes_cur
@@ -723,25 +723,25 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     def snapshot(self) -> dict[str, Any]:
         """A dict with the layout of ``torch.cuda.memory._snapshot()`` (plus ``"simulated": True``)."""
         segments = segment_dicts(self._segments.values(), self._by_ptr, self.device)
-        trace = list(trace_dicts(self._trace, self.profile))
-        if self.profile == "npu":
+        trace = list(trace_dicts(self._trace, self.platform))
+        if self.platform == "npu":
             segments += workspace_segment_dicts(self._ws.blocks, self.device)
             if self._trace is not None:
                 trace = workspace_trace_dicts(self._ws.blocks) + trace
         out: dict[str, Any] = {"segments": segments, "device_traces": [trace]}
-        if self.profile == "cuda":
+        if self.platform == "cuda":
             version = parse_version(getattr(self.conf, "version", None) or self.torch_version)
             out["allocator_settings"] = allocator_settings(self.settings.conf_text, self.settings, version)
             out["external_annotations"] = []
         out["simulated"] = True
         out["simulator"] = {
-            "profile": self.profile,
+            "platform": self.platform,
             "conf": self.settings.conf_text,
             "torch_version": self.torch_version,
             "capacity_bytes": self.capacity_bytes,
             "tie_break": self.settings.tie_break,
             # lets toolkit.snapshot tell workspace segments apart even without a trace
-            "workspace_addresses": sorted(b.address for b in self._ws.blocks.values()) if self.profile == "npu" else [],
+            "workspace_addresses": sorted(b.address for b in self._ws.blocks.values()) if self.platform == "npu" else [],
         }
         if self._rt is not None:  # the Ascend driver's heaps below the allocator (simulated; toolkit/sim/ascend)
             out["simulator"]["driver_heaps"] = [
@@ -758,7 +758,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
 
     def __repr__(self) -> str:
         return (
-            f"SimDevice(profile={self.profile!r}, conf={self.settings.conf_text!r}, "
+            f"SimDevice(platform={self.platform!r}, conf={self.settings.conf_text!r}, "
             f"reserved={self.memory_reserved()}, allocated={self.memory_allocated()}) [simulated]"
         )
 

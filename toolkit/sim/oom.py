@@ -27,7 +27,7 @@ class SimOutOfMemoryError(RuntimeError):
 class OomReport:
     """The numbers behind an OOM message (bytes are ints)."""
 
-    profile: str
+    platform: str
     device: int
     requested_bytes: int  # what the caller asked for
     rounded_bytes: int  # block size after rounding (the trace ``oom`` entry's size)

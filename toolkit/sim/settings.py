@@ -1,4 +1,4 @@
-"""Behaviour switches of one simulated device, resolved once from (profile, conf, torch version).
+"""Behaviour switches of one simulated device, resolved once from (platform, conf, torch version).
 
 The device reads these plain attributes on its hot path instead of asking the conf object each time.
 Where a switch depends on the torch release rather than on the conf string, the rule and its
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from toolkit.core.vocab import Platform
 from toolkit.sim.constants import (
     EXTRA_LARGE_BUFFER_BYTES,
     LARGE_BUFFER_BYTES,
@@ -18,7 +19,6 @@ from toolkit.sim.constants import (
     SMALL_BUFFER_BYTES,
 )
 
-Profile = Literal["cuda", "npu"]
 TieBreak = Literal["address", "registration"]
 
 # Free blocks of equal size: CUDA orders the default pools' free sets by (stream, size, ptr) in every
@@ -54,7 +54,7 @@ def parse_version(version: str | None) -> tuple[int, int] | None:
 class SimSettings:
     """Every conf- or version-dependent behaviour the simulator needs, with defaults applied."""
 
-    profile: Profile
+    platform: Platform
     conf_text: str
     pad_bytes: int  # NPU +32 B before rounding
     max_split_bytes: int  # SIZE_MAX = unlimited
@@ -83,7 +83,7 @@ def _get(conf: Any, name: str, default: Any) -> Any:
 
 
 def resolve_settings(
-    profile: Profile,
+    platform: Platform,
     conf: Any,
     torch_version: str | None = None,
     *,
@@ -94,8 +94,8 @@ def resolve_settings(
 
     Raises ValueError for a backend the simulator does not model (``cudaMallocAsync``).
     """
-    if profile not in ("cuda", "npu"):
-        raise ValueError(f"profile must be 'cuda' or 'npu', got {profile!r}")
+    if platform not in ("cuda", "npu"):
+        raise ValueError(f"platform must be 'cuda' or 'npu', got {platform!r}")
     backend = _get(conf, "backend", "native") or "native"
     if backend != "native":
         raise ValueError(
@@ -104,7 +104,7 @@ def resolve_settings(
     version = parse_version(torch_version or getattr(conf, "version", None))
     if tie_break is None:
         since = REGISTRATION_TIE_BREAK_FROM
-        recent = profile == "cuda" and since is not None and version is not None and version >= since
+        recent = platform == "cuda" and since is not None and version is not None and version >= since
         tie_break = "registration" if recent else "address"
     elif tie_break not in ("address", "registration"):
         raise ValueError(f"tie_break must be 'address' or 'registration', got {tie_break!r}")
@@ -115,21 +115,21 @@ def resolve_settings(
     if not any(d > 1 for d in divisions):
         divisions = ()  # no entry changes rounding: keep the fast path
     large_segment = int(_get(conf, "large_segment_size_bytes", LARGE_BUFFER_BYTES))
-    page_1g = profile == "npu" and bool(_get(conf, "page_size_1g", False))
+    page_1g = platform == "npu" and bool(_get(conf, "page_size_1g", False))
     expandable = bool(_get(conf, "expandable_segments", False))
-    aligned_kb = int(_get(conf, "base_addr_aligned_kb", 16)) if profile == "npu" else 0
+    aligned_kb = int(_get(conf, "base_addr_aligned_kb", 16)) if platform == "npu" else 0
     fraction = _get(conf, "per_process_memory_fraction", None)
     if fraction is not None and float(fraction) >= 1.0:
         fraction = None  # 1.0 is the default: no limit is set (set_fraction stays false)
-    pad = NPU_PAD_BYTES if profile == "npu" else 0
+    pad = NPU_PAD_BYTES if platform == "npu" else 0
     if npu_pad_bytes is not None:
-        if profile != "npu":
-            raise ValueError("npu_pad_bytes applies to profile='npu' only")
+        if platform != "npu":
+            raise ValueError("npu_pad_bytes applies to platform='npu' only")
         pad = int(npu_pad_bytes)
-    recent_cuda = profile == "cuda" and version is not None and version >= OOM_HINT_ALLOC_CONF_FROM
+    recent_cuda = platform == "cuda" and version is not None and version >= OOM_HINT_ALLOC_CONF_FROM
     oom_var = "PYTORCH_ALLOC_CONF" if recent_cuda else "PYTORCH_CUDA_ALLOC_CONF"
     return SimSettings(
-        profile=profile,
+        platform=platform,
         conf_text=str(conf) if conf is not None else "",
         pad_bytes=pad,
         max_split_bytes=SIZE_MAX if max_split is None else int(max_split),
@@ -143,7 +143,7 @@ def resolve_settings(
         small_page_bytes=SMALL_BUFFER_BYTES,
         page_1g=page_1g,
         base_addr_aligned_bytes=aligned_kb * 1024,
-        multi_stream_lazy_reclaim=profile == "npu" and bool(_get(conf, "multi_stream_lazy_reclaim", False)),
+        multi_stream_lazy_reclaim=platform == "npu" and bool(_get(conf, "multi_stream_lazy_reclaim", False)),
         tie_break=tie_break,
         oom_conf_var=oom_var,
     )

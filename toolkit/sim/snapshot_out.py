@@ -88,7 +88,7 @@ def workspace_segment_dicts(blocks: dict[int, WorkspaceBlock], device: int) -> l
     ]
 
 
-def trace_dicts(trace: deque[TraceTuple] | None, profile: str) -> Iterator[dict[str, Any]]:
+def trace_dicts(trace: deque[TraceTuple] | None, platform: str) -> Iterator[dict[str, Any]]:
     """Trace entries as torch emits them (NPU entries have no ``time_us``; OOM uses ``device_free``)."""
     if not trace:
         return
@@ -97,7 +97,7 @@ def trace_dicts(trace: deque[TraceTuple] | None, profile: str) -> Iterator[dict[
         entry["device_free" if action == "oom" else "addr"] = addr
         entry["size"] = size
         entry["stream"] = stream
-        if profile == "cuda":
+        if platform == "cuda":
             entry["time_us"] = tick
         else:
             entry["pool_id"] = (0, 0)

@@ -71,9 +71,9 @@ class WorkspaceMixin:
         Its memory is outside ``memory_stats()``/``memory_reserved()`` and shows up as non-torch
         memory in ``mem_get_info()``. Returns the workspace address.
         """
-        if self.profile != "npu":
+        if self.platform != "npu":
             raise ValueError(
-                "the workspace allocator exists on NPU only (profile='npu'); on CUDA, library workspaces "
+                "the workspace allocator exists on NPU only (platform='npu'); on CUDA, library workspaces "
                 "come from the caching allocator: use malloc()"
             )
         if nbytes <= 0:

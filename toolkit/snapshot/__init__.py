@@ -15,7 +15,7 @@ from toolkit.snapshot.rounding import RoundingRules
 from toolkit.snapshot.schema import (
     Block,
     BlockState,
-    Flavor,
+    Platform,
     Frame,
     Pool,
     Segment,
@@ -42,7 +42,7 @@ from toolkit.snapshot.summary import summarize
 __all__ = [
     "Block",
     "BlockState",
-    "Flavor",
+    "Platform",
     "Frame",
     "InferredBlock",
     "Pool",

@@ -18,7 +18,7 @@ Accepted inputs (all plain data, as produced by ``load_snapshot`` or handed over
 
 What is inferred (documented because nothing in the file says it):
 
-- ``flavor`` when not given: "npu" if a trace has ``workspace_snapshot`` entries or ``pool_id`` keys;
+- ``platform`` when not given: "npu" if a trace has ``workspace_snapshot`` entries or ``pool_id`` keys;
   "cuda" if ``allocator_settings`` or any ``time_us`` is present; else the allocator that recorded C++
   frames name (``c10::cuda::CUDACachingAllocator`` vs ``c10_npu::NPUCachingAllocator``: torch 2.1 CUDA
   snapshots have neither settings nor time stamps); otherwise "npu" when traces exist but carry no time
@@ -38,7 +38,7 @@ from typing import Any, cast
 from toolkit.core.errors import bounded_repr
 from toolkit.snapshot.schema import (
     BLOCK_STATES,
-    Flavor,
+    Platform,
     Segment,
     Snapshot,
     SnapshotError,
@@ -56,23 +56,23 @@ SMALL_SEGMENT_BYTES = 2 * 1024 * 1024  # kSmallBuffer: every small-pool segment 
 
 
 def is_normalized(snapshot: Mapping[str, Any]) -> bool:
-    """True for dicts produced by ``normalize_snapshot`` (they carry ``flavor``).
+    """True for dicts produced by ``normalize_snapshot`` (they carry ``platform``).
 
-    In-memory dicts with a ``flavor`` key are taken as normalised (the simulator emits that form);
+    In-memory dicts with a ``platform`` key are taken as normalised (the simulator emits that form);
     ``load_snapshot`` never trusts the key in a file and always normalises what it reads.
     """
-    return isinstance(snapshot, Mapping) and "flavor" in snapshot and "device_traces" in snapshot
+    return isinstance(snapshot, Mapping) and "platform" in snapshot and "device_traces" in snapshot
 
 
 def normalize_snapshot(
-    raw: object, *, flavor: Flavor | None = None, source: str = "snapshot", trust_marker: bool = True,
+    raw: object, *, platform: Platform | None = None, source: str = "snapshot", trust_marker: bool = True,
     budget: int | None = None,
 ) -> Snapshot:
     """Return the normalised form of any accepted snapshot layout (see module docstring).
 
     Unchanged segment/block/entry dicts are shared with ``raw``, not copied (the 1 MB real trace
     normalises in about 3 ms). An already normalised dict is returned as is unless ``trust_marker`` is
-    False or ``flavor`` is given. Every field the toolkit reads is type-checked here, at the boundary
+    False or ``platform`` is given. Every field the toolkit reads is type-checked here, at the boundary
     (ints are ints, not bools, floats or strings, and fit in 64 bits). ``budget``: the most segments +
     blocks + trace entries to visit (``load_snapshot`` passes one proportional to the file size, so a
     small file whose lists share one huge list many times cannot cost more). Raises ``SnapshotError``
@@ -85,7 +85,7 @@ def normalize_snapshot(
     if "segments" not in raw:
         keys = ", ".join(bounded_repr(k, 30) for k in itertools.islice(raw, 8))
         raise SnapshotError(f"{source} is not a memory snapshot: no 'segments' key (keys: {keys or 'none'})")
-    if flavor is None and trust_marker and is_normalized(raw):
+    if platform is None and trust_marker and is_normalized(raw):
         return cast(Snapshot, raw)
     work = _Budget(budget, source)
     segments_raw = raw["segments"]
@@ -96,15 +96,17 @@ def normalize_snapshot(
     segments = _segments(segments_raw, source, work)
     traces = [_entries(t, d, source) for d, t in enumerate(work.traces(traces_raw))]
     simulator = raw.get("simulator")  # snapshots from toolkit.sim say which allocator they model
-    if flavor is None:
-        profile = simulator.get("profile") if isinstance(simulator, Mapping) else None
-        flavor = cast(Flavor, raw.get("flavor") or profile) or _detect_flavor(raw, segments_raw, traces)
-    if not isinstance(flavor, str) or flavor not in ("cuda", "npu"):
-        raise SnapshotError(f"{source}: unknown flavor {bounded_repr(flavor)}; expected 'cuda' or 'npu'")
+    if platform is None:
+        # toolkit releases before 2026-12 wrote the same facts as "flavor" and simulator["profile"]
+        sim = simulator if isinstance(simulator, Mapping) else {}
+        said = raw.get("platform") or raw.get("flavor") or sim.get("platform") or sim.get("profile")
+        platform = cast(Platform, said) or _detect_platform(raw, segments_raw, traces)
+    if not isinstance(platform, str) or platform not in ("cuda", "npu"):
+        raise SnapshotError(f"{source}: unknown platform {bounded_repr(platform)}; expected 'cuda' or 'npu'")
 
-    out: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("segments", "device_traces")}
-    out["flavor"] = flavor
-    if flavor == "npu":
+    out: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("segments", "device_traces", "flavor")}
+    out["platform"] = platform
+    if platform == "npu":
         known = simulator.get("workspace_addresses") if isinstance(simulator, Mapping) else None
         if known is not None and (not isinstance(known, list) or not all(_is_u64(a) for a in known)):
             raise SnapshotError(f"{source}: simulator.workspace_addresses must be a list of addresses")
@@ -136,7 +138,7 @@ def check_normalized(snapshot: Mapping[str, Any], source: str = "snapshot") -> N
 def denormalize_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     """The layout torch itself emits (workspace segments/entries put back), for writing to disk.
 
-    ``flavor`` and ``simulated`` stay as extra keys: PyTorch's memory_viz ignores unknown keys, and
+    ``platform`` and ``simulated`` stay as extra keys: PyTorch's memory_viz ignores unknown keys, and
     they make a written file load back identically.
     """
     out: dict[str, Any] = {k: v for k, v in snapshot.items() if k not in ("workspace_segments", "workspace_traces")}
@@ -411,7 +413,7 @@ def _entry(e: object, device: int, index: int, source: str) -> TraceEntry:
     return cast(TraceEntry, out)
 
 
-def _detect_flavor(raw: Mapping[str, Any], segments_raw: list[Any], traces: list[list[TraceEntry]]) -> Flavor:
+def _detect_platform(raw: Mapping[str, Any], segments_raw: list[Any], traces: list[list[TraceEntry]]) -> Platform:
     entries = [e for t in traces for e in t[:64]]
     if any(e["action"] == "workspace_snapshot" or "pool_id" in e for e in entries):
         return "npu"
@@ -424,7 +426,7 @@ def _detect_flavor(raw: Mapping[str, Any], segments_raw: list[Any], traces: list
     return "npu" if entries and not legacy else "cuda"
 
 
-def _frames_name_allocator(entries: list[TraceEntry]) -> Flavor | None:
+def _frames_name_allocator(entries: list[TraceEntry]) -> Platform | None:
     """The allocator named by recorded C++ frames (``context="all"``), e.g. torch 2.1 CUDA snapshots.
 
     Those carry neither ``allocator_settings`` nor ``time_us``, but their frames name

@@ -60,7 +60,7 @@ class RoundingRules:
         max_split = settings.get("max_split_size")
         if not isinstance(max_split, int) or max_split <= 0 or max_split >= 2**62:
             max_split = None  # SIZE_MAX is reported as -1 after the int64 cast
-        default_pad = NPU_PAD_BYTES if snapshot.get("flavor") == "npu" else 0
+        default_pad = NPU_PAD_BYTES if snapshot.get("platform") == "npu" else 0
         pad = _infer_pad(snapshot.get("segments", ()), divisions, default_pad)
         return cls(pad_bytes=pad, divisions=divisions, max_split_bytes=max_split)
 

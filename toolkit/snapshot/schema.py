@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal, TypedDict
 
 from toolkit.core.errors import ToolkitError
+from toolkit.core.vocab import Platform
 
 BlockState = Literal["active_allocated", "active_pending_free", "inactive"]
 SegmentType = Literal["small", "large"]
@@ -26,7 +27,6 @@ TraceAction = Literal[
     "oom",
     "workspace_snapshot",  # torch_npu only: a live NPU workspace-allocator block
 ]
-Flavor = Literal["cuda", "npu"]
 
 BLOCK_STATES: frozenset[str] = frozenset(BlockState.__args__)  # type: ignore[attr-defined]
 TRACE_ACTIONS: frozenset[str] = frozenset(TraceAction.__args__)  # type: ignore[attr-defined]
@@ -89,7 +89,7 @@ class _SnapshotRequired(TypedDict):
 class Snapshot(_SnapshotRequired, total=False):
     allocator_settings: dict[str, object]  # CUDA only
     external_annotations: list[dict[str, object]]  # CUDA only
-    flavor: Flavor  # added by the normaliser: which allocator recorded it
+    platform: Platform  # added by the normaliser: which allocator recorded it
     workspace_segments: list[Segment]  # torch_npu workspace allocator (not caching-allocator memory)
     workspace_traces: list[list[TraceEntry]]  # its entries, split out of device_traces
     simulated: bool  # set by the simulator; shown wherever the snapshot is displayed

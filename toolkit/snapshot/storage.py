@@ -20,7 +20,7 @@ from typing import Any
 from toolkit.core.errors import bounded_repr
 from toolkit.snapshot.normalize import denormalize_snapshot, normalize_snapshot
 from toolkit.snapshot.prescan import PickleShapeError
-from toolkit.snapshot.schema import Flavor, Snapshot, SnapshotError
+from toolkit.snapshot.schema import Platform, Snapshot, SnapshotError
 from toolkit.snapshot.unpickler import UnsafePickleError, loads_plain
 
 PICKLE_PROTOCOL = 4  # readable by every Python PyTorch supports, and by memory_viz's loader
@@ -32,14 +32,14 @@ _WORK_PER_BYTE = 2  # normalisation budget: segments + blocks + entries per 2 by
 
 
 def load_snapshot(
-    source: str | os.PathLike[str] | bytes, *, flavor: Flavor | None = None, normalize: bool = True,
+    source: str | os.PathLike[str] | bytes, *, platform: Platform | None = None, normalize: bool = True,
     max_bytes: int = MAX_SNAPSHOT_BYTES,
 ) -> Snapshot:
     """Load a snapshot file (or its bytes) safely and return it normalised (see ``normalize.py``).
 
     Args:
         source: path to a ``.pickle``/``.json`` (optionally ``.gz``) file, or the file's bytes.
-        flavor: "cuda" or "npu" to override detection (affects workspace separation and rounding).
+        platform: "cuda" or "npu" to override detection (affects workspace separation and rounding).
         normalize: False returns the plain data as stored (still validated to look like a snapshot).
         max_bytes: the largest file (and decompressed content) read; bigger ones are refused before
             reading, so a mistaken path (a device, a FIFO, a huge file) cannot exhaust memory.
@@ -65,7 +65,7 @@ def load_snapshot(
             raise SnapshotError(f"{name} is empty: not a memory snapshot")
     raw = _parse(name, data)
     try:
-        normalized = normalize_snapshot(raw, flavor=flavor, source=name, trust_marker=False,
+        normalized = normalize_snapshot(raw, platform=platform, source=name, trust_marker=False,
                                         budget=_WORK_PER_BYTE * len(data) + 1024)
     except RecursionError:
         raise SnapshotError(f"{name}: nested too deeply to be a memory snapshot") from None

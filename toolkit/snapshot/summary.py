@@ -12,7 +12,7 @@ from toolkit.snapshot.normalize import is_normalized, normalize_snapshot
 def summarize(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     """Totals over all devices of a snapshot's final state and its traces.
 
-    Keys (bytes are ints): ``flavor``, ``simulated``, ``devices``, ``segments``,
+    Keys (bytes are ints): ``platform``, ``simulated``, ``devices``, ``segments``,
     ``expandable_segments``, ``reserved_bytes``, ``allocated_bytes``, ``active_bytes`` (allocated +
     pending free), ``pending_free_bytes``, ``requested_bytes``, ``inactive_bytes`` (reserved - active),
     ``inactive_split_bytes`` (free blocks inside segments that still hold live blocks: memory
@@ -28,7 +28,7 @@ def summarize(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     snap = snapshot if is_normalized(snapshot) else normalize_snapshot(snapshot)
     segments = snap["segments"]
     out: dict[str, Any] = {
-        "flavor": snap.get("flavor"),
+        "platform": snap.get("platform"),
         "simulated": bool(snap.get("simulated", False)),
         "devices": len({s["device"] for s in segments} | set(range(len(snap["device_traces"])))),
         "segments": len(segments),

@@ -45,7 +45,7 @@ def _entries(snapshot: Mapping[str, Any], limit: int = 64) -> list[Mapping[str, 
 
 def infer_torch_version(snapshot: Mapping[str, Any]) -> VersionGuess:
     """The torch release a CUDA snapshot was recorded with, and the evidence (see the module docstring)."""
-    if snapshot.get("flavor", "cuda") != "cuda":
+    if snapshot.get("platform", "cuda") != "cuda":
         return VersionGuess(None, "not a CUDA snapshot")
     settings = snapshot.get("allocator_settings")
     entries = _entries(snapshot)

@@ -3,7 +3,7 @@
 The trace has, per storage, an ``alloc`` and (when it died) a ``free_requested`` immediately followed by
 its ``free_completed`` (one stream: nothing waits), in the recorded order; ``size`` is the storage's
 bytes. There are no segments: the CPU has no caching allocator, so what a device's allocator would make
-of these requests is the simulator's job (``toolkit.replay.replay(snapshot, profile="npu", conf=...)``).
+of these requests is the simulator's job (``toolkit.replay.replay(snapshot, platform="npu", conf=...)``).
 Addresses are synthetic and never reused (512-byte aligned, the caching allocator's smallest rounding),
 so each storage is one address. Frames, innermost first: a first frame naming the phase, the module and
 the op (``filename="<encoder> visual.blocks.0.attn.qkv"``, ``name="aten.mm.default"``), then the vLLM
