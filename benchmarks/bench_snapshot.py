@@ -53,7 +53,7 @@ def synthetic_snapshot(events: int, seed: int = 0) -> dict[str, Any]:
 
 
 def bench_large(events: int, repeat: int) -> None:
-    from toolkit.snapshot.prescan import prescan
+    from toolkit.snapshot._prescan import prescan
 
     data = pickle.dumps(synthetic_snapshot(events), protocol=4)
     steps = {"pickle.loads (baseline, unrestricted)": lambda: pickle.loads(data),

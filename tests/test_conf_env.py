@@ -1,4 +1,4 @@
-"""Which environment variable wins, per release (toolkit.conf.environ), and a check against torch 2.13."""
+"""Which environment variable wins, per release (toolkit.conf._environ), and a check against torch 2.13."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from toolkit._testing.factories import make_run
 from toolkit.core.summary import summarize_run
 from toolkit.core.units import MiB
-from toolkit.notebook.widgets.inspector import stats_html
+from toolkit.notebook.widgets._inspector import stats_html
 from toolkit.sim import SimDevice
 from toolkit.viz.plots import plot_run
 from toolkit.viz.report import summary_frame

@@ -6,7 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from toolkit.notebook.conf_magics import ToolkitMagics
+from toolkit.notebook._conf_magics import ToolkitMagics
 from toolkit.notebook.conf_session import Session
 
 NPU = "PYTORCH_NPU_ALLOC_CONF"

@@ -10,9 +10,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from toolkit.core.records import load_run
-from toolkit.notebook.conf_magics import ToolkitMagics
+from toolkit.notebook._conf_magics import ToolkitMagics
 from toolkit.notebook.conf_session import Session
-from toolkit.notebook.magic_args import split_line, strip_comment
+from toolkit.notebook._magic_args import split_line, strip_comment
 
 NPU, CUDA = "PYTORCH_NPU_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"
 
@@ -185,7 +185,7 @@ def test_an_out_of_range_request_is_refused_with_the_range(photos: Path) -> None
 
 
 def test_runs_are_named_by_their_conf_and_the_status_has_vllms_breakdown() -> None:
-    from toolkit.notebook.llm_session import LLMSession
+    from toolkit.notebook._llm_session import LLMSession
 
     s = LLMSession(Session({"PYTORCH_NPU_ALLOC_CONF": "expandable_segments:False"}), run_dir=None)
     status = s.start("Qwen/Qwen3-VL-8B-Instruct", backend="sim", tensor_parallel_size=2)
@@ -219,7 +219,7 @@ def test_the_repository_vllm_ascend_folder_is_not_the_plugin(monkeypatch: pytest
     import importlib.util
     import sys
 
-    from toolkit.notebook.llm_session import module_installed
+    from toolkit.notebook._llm_session import module_installed
 
     root = str(Path(__file__).resolve().parents[1])
     monkeypatch.setattr(sys, "path", [root, *sys.path])

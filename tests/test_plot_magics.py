@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from toolkit._testing.factories import make_run, sim_snapshot
 
-from toolkit.notebook.plot_magics import PlotMagics, Views, resolve_runs
+from toolkit.notebook._plot_magics import PlotMagics, Views, resolve_runs
 from toolkit.core.records import RunWriter
 from toolkit.notebook.widgets import Inspector
 

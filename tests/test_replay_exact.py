@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from toolkit.replay import ReplayDivergenceError, ReplayResult, replay
-from toolkit.replay.fidelity import layout
+from toolkit.replay._fidelity import layout
 from toolkit.snapshot import load_snapshot
 from toolkit.snapshot.version import infer_torch_version
 

@@ -22,7 +22,7 @@ from toolkit.core.version import __version__ as __version__
 _LAZY: dict[str, str] = {
     # sessions (what the magics drive)
     "Session": "toolkit.notebook.conf_session",
-    "LLMSession": "toolkit.notebook.llm_session",
+    "LLMSession": "toolkit.notebook._llm_session",
     # engines and the seed scenario
     "SimEngine": "toolkit.engines.sim",
     "VllmEngine": "toolkit.engines.vllm.engine",
@@ -63,7 +63,8 @@ _LAZY: dict[str, str] = {
     "WorkspacePolicy": "toolkit.workload.program",
     "validate_confs": "toolkit.notebook.widgets",
     "seed_runner": "toolkit.notebook.widgets",
-    "detect_backend": "toolkit.notebook.llm_session",
+    "detect_backend": "toolkit.notebook._llm_session",
+    "module_installed": "toolkit.notebook._llm_session",
     "SEED_MODEL": "toolkit.engines.scenarios",
     "SEED_ENGINE_ARGS": "toolkit.engines.scenarios",
     "SEED_DEVICE_BYTES": "toolkit.engines.scenarios",

@@ -23,7 +23,7 @@ ENGINE_ARGS: dict[str, Any] = dict(dtype="float32", max_model_len=1024, max_num_
 def session_api(model: str, images: str, out: Path) -> dict[str, Any]:
     """The Session API as a script uses it: multiprocess engine, images, conf read back, stop, in-process
     restart with another conf, stop."""
-    from toolkit.notebook.llm_session import LLMSession
+    from toolkit.notebook._llm_session import LLMSession
     from toolkit.core.records import load_run
 
     facts: dict[str, Any] = {}

@@ -8,9 +8,9 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from toolkit.notebook.engine_magics import EngineMagics, ascend_llm_parser
+from toolkit.notebook._engine_magics import EngineMagics, ascend_llm_parser
 from toolkit.engines.vllm import engine as ve
-from toolkit.notebook.llm_session import EngineSessionError, LLMSession, detect_backend
+from toolkit.notebook._llm_session import EngineSessionError, LLMSession, detect_backend
 from toolkit.notebook.conf_session import Session
 
 MODEL = "Qwen/Qwen3-VL-8B-Instruct"

@@ -60,7 +60,7 @@ class _Worker:
         import toolkit.core.records
         import toolkit.snapshot  # noqa: F401  imports before the memory cap is measured
         try:
-            from toolkit.snapshot import unpickler
+            from toolkit.snapshot import _unpickler as unpickler
 
             self._defaults = {k: (getattr(v, "__defaults__", None), getattr(v, "__kwdefaults__", None),
                                   dict(getattr(v, "__dict__", {})))
@@ -72,7 +72,7 @@ class _Worker:
         if self.canary.exists():
             return "the canary file exists: code from the input ran"
         try:
-            from toolkit.snapshot import unpickler
+            from toolkit.snapshot import _unpickler as unpickler
         except ImportError:
             return ""
 

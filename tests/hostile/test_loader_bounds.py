@@ -18,8 +18,8 @@ from trace_paths import TRACES
 
 from toolkit.core.records import RecordError, load_run
 from toolkit.snapshot import SnapshotError, load_snapshot
-from toolkit.snapshot.prescan import PickleShapeError, prescan
-from toolkit.snapshot.unpickler import _SAFE_GLOBALS, loads_plain
+from toolkit.snapshot._prescan import PickleShapeError, prescan
+from toolkit.snapshot._unpickler import _SAFE_GLOBALS, loads_plain
 
 REAL = sorted(TRACES.glob("*.pickle")) if TRACES is not None else []
 

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--rl", action="store_true", help="additional_config.rl_config.enabled")
     pol.set_defaults(handler=_cmd_conf_policy)
 
-    from toolkit.cli.runs import add_commands  # scenario, demo, replay
+    from toolkit.cli._runs import add_commands  # scenario, demo, replay
 
     add_commands(sub)
     return parser

@@ -42,10 +42,10 @@ from toolkit.conf.dialects import (
     KeyInfo,
     keys_for,
 )
-from toolkit.conf.environ import CONF_VARS, EffectiveConf, conf_from_environ, read_order
-from toolkit.conf.errors import ConfError, ConfWarning
+from toolkit.conf._environ import CONF_VARS, EffectiveConf, conf_from_environ, read_order
+from toolkit.conf._errors import ConfError, ConfWarning
 from toolkit.conf.explain import Explanation, explain
-from toolkit.conf.model import AllocConf, format_conf, parse
+from toolkit.conf._model import AllocConf, format_conf, parse
 
 parse_conf = parse  # the name toolkit/__init__.py re-exports
 

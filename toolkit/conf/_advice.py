@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from toolkit.conf._walk import roundup_table
 from toolkit.conf.dialects import Dialect
-from toolkit.conf.errors import ConfWarning
+from toolkit.conf._errors import ConfWarning
 
 
 def advise(dialect: Dialect, options: Mapping[str, object], counts: Mapping[str, int]) -> list[ConfWarning]:

@@ -11,7 +11,7 @@ from typing import NoReturn, cast
 from toolkit.conf import _cxx
 from toolkit.conf._tokens import Token
 from toolkit.conf.dialects import ALIASES, KNOWN_KEYS, Dialect, keys_for
-from toolkit.conf.errors import ConfError, ConfWarning
+from toolkit.conf._errors import ConfError, ConfWarning
 
 MiB = 1024 * 1024
 SIZE_MAX = 2**64 - 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from toolkit.conf.errors import ConfError
+from toolkit.conf._errors import ConfError
 
 Platform = Literal["npu", "cuda"]
 CUDA_VERSIONS: tuple[str, ...] = ("2.6", "2.7", "2.8", "2.9", "2.10", "2.11", "2.13")

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from toolkit.conf._walk import MiB
 from toolkit.conf.dialects import KNOWN_KEYS
-from toolkit.conf.model import AllocConf, format_value
+from toolkit.conf._model import AllocConf, format_value
 
 
 class Explanation(NamedTuple):

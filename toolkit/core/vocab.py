@@ -20,7 +20,7 @@ REAL_BACKENDS: tuple[str, ...] = ("cpu", "cuda", "npu")  # a real vLLM engine
 PROBE_BACKENDS: tuple[str, ...] = ("npu", "cuda", "host")
 
 # The variables a caching allocator reads its conf from (torch_npu: NPUCachingAllocator.cpp / c10 AllocatorConfig;
-# PyTorch: c10/core/AllocatorConfig.cpp). Read order per version lives in toolkit.conf.environ.
+# PyTorch: c10/core/AllocatorConfig.cpp). Read order per version lives in toolkit.conf._environ.
 NPU_VAR = "PYTORCH_NPU_ALLOC_CONF"
 GENERIC_VAR = "PYTORCH_ALLOC_CONF"
 CUDA_VAR = "PYTORCH_CUDA_ALLOC_CONF"

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from toolkit.core.errors import EngineError
 from toolkit.workload.inputs import list_images, opened_image
 from toolkit.engines.base import split_knobs
-from toolkit.engines.runloop import run_path_for, run_requests
+from toolkit.engines._runloop import run_path_for, run_requests
 from toolkit.core.records import MemorySample, RequestResult, Run, SampleStatus
 from toolkit.core.units import MiB
 from toolkit.core.vocab import Platform

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.notebook.conf_magics import ToolkitMagics
+from toolkit.notebook._conf_magics import ToolkitMagics
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register every magic, sharing one conf ``Session`` and one engine ``LLMSession`` per shell."""
-    from toolkit.notebook.engine_magics import EngineMagics
-    from toolkit.notebook.llm_session import LLMSession
-    from toolkit.notebook.plot_magics import PlotMagics
+    from toolkit.notebook._engine_magics import EngineMagics
+    from toolkit.notebook._llm_session import LLMSession
+    from toolkit.notebook._plot_magics import PlotMagics
 
     conf_magics = ToolkitMagics(ipython)
     llm_session = LLMSession(conf_magics.session)

@@ -6,8 +6,8 @@ Pure: never imports torch. ``replay()`` gives a per-event timeline; ``replay_ste
 
 from __future__ import annotations
 
-from toolkit.replay.fidelity import Fidelity
-from toolkit.replay.replayer import (
+from toolkit.replay._fidelity import Fidelity
+from toolkit.replay._replayer import (
     TIMELINE_COLUMNS,
     RecordedSegmentAddresses,
     ReplayDivergenceError,

@@ -56,7 +56,7 @@ class ReplayTask:
 
 def run_replay_task(task: ReplayTask) -> dict[str, Any]:
     """Replay one task and reduce it to a summary row (runs in the worker)."""
-    from toolkit.replay.replayer import replay
+    from toolkit.replay._replayer import replay
 
     result = replay(task.source, conf=task.conf, device=task.device, **task.options)
     fid = result.fidelity()

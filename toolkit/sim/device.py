@@ -18,10 +18,10 @@ from bisect import bisect_left
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
-from toolkit.sim.addresses import WORKSPACE_TOP_ADDRESS, DecreasingAddresses, SegmentAddressFn
+from toolkit.sim._addresses import WORKSPACE_TOP_ADDRESS, DecreasingAddresses, SegmentAddressFn
 from toolkit.sim.ascend.devmm import HeapStats
 from toolkit.sim.ascend.runtime import AscendRuntime
-from toolkit.sim.blocks import Block, Segment
+from toolkit.sim._blocks import Block, Segment
 from toolkit.sim.constants import (
     GiB,
     MiB,
@@ -30,13 +30,13 @@ from toolkit.sim.constants import (
     SIZE_MAX,
     SMALL_SIZE_BYTES,
 )
-from toolkit.sim.events import EventsMixin
-from toolkit.sim.expandable import ExpandableMixin
+from toolkit.sim._events import EventsMixin
+from toolkit.sim._expandable import ExpandableMixin
 from toolkit.sim.oom import OomReport, SimOutOfMemoryError, cuda_oom_message, npu_oom_message
-from toolkit.sim.pools import KEYSET_DEL_MIN, PTR_MASK, BlockPool, ceiling, key_add, key_remove, key_replace_up
-from toolkit.sim.release import ReleaseMixin
+from toolkit.sim._pools import KEYSET_DEL_MIN, PTR_MASK, BlockPool, ceiling, key_add, key_remove, key_replace_up
+from toolkit.sim._release import ReleaseMixin
 from toolkit.sim.rounding import allocation_size, round_size
-from toolkit.sim.seeding import SeedingMixin
+from toolkit.sim._seeding import SeedingMixin
 from toolkit.sim.settings import Platform, SimSettings, TieBreak, parse_version, resolve_settings
 from toolkit.sim.snapshot_out import (
     TraceTuple,
@@ -46,8 +46,8 @@ from toolkit.sim.snapshot_out import (
     workspace_segment_dicts,
     workspace_trace_dicts,
 )
-from toolkit.sim.stats import AllStats, DeviceStats
-from toolkit.sim.workspace import WorkspaceCache, WorkspaceMixin
+from toolkit.sim._stats import AllStats, DeviceStats
+from toolkit.sim._workspace import WorkspaceCache, WorkspaceMixin
 
 # Defaults of the simulated device (override per device). Capacity: an 80 GB GPU / a 64 GB Ascend 910B.
 DEFAULT_CAPACITY_BYTES: dict[str, int] = {"cuda": 80 * GiB, "npu": 64 * GiB}
@@ -686,7 +686,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     @property
     def snapshot_segment_count(self) -> int:
         """Segments as ``_snapshot()`` lists them, expandable VA reservations included (``segment_count``,
-        torch's ``segment.all.current``, never counts those: ``toolkit.sim.expandable``)."""
+        torch's ``segment.all.current``, never counts those: ``toolkit.sim._expandable``)."""
         return len(self._segments)
 
     def reset_peak_memory_stats(self) -> None:
@@ -752,7 +752,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
 
     def check_invariants(self) -> None:
         """Raise AssertionError if any structural or statistical invariant is broken (for tests)."""
-        from toolkit.sim.invariants import check_invariants
+        from toolkit.sim._invariants import check_invariants
 
         check_invariants(self)
 

@@ -11,8 +11,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from toolkit.sim.blocks import Block, Segment
-from toolkit.sim.workspace import WorkspaceBlock
+from toolkit.sim._blocks import Block, Segment
+from toolkit.sim._workspace import WorkspaceBlock
 
 TraceTuple = tuple[str, int, int, int, int]  # (action, addr, size, stream, tick)
 

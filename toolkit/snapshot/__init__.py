@@ -11,7 +11,7 @@ Never imports torch.
 from __future__ import annotations
 
 from toolkit.snapshot.normalize import denormalize_snapshot, is_normalized, normalize_snapshot
-from toolkit.snapshot.rounding import RoundingRules
+from toolkit.snapshot._rounding import RoundingRules
 from toolkit.snapshot.schema import (
     Block,
     BlockState,
@@ -25,7 +25,7 @@ from toolkit.snapshot.schema import (
     TraceAction,
     TraceEntry,
 )
-from toolkit.snapshot.state import (
+from toolkit.snapshot._state import (
     InferredBlock,
     Reconstruction,
     SeedBlock,
@@ -36,8 +36,8 @@ from toolkit.snapshot.state import (
     reconstruct_initial_state,
     trace_events,
 )
-from toolkit.snapshot.storage import load_snapshot, write_snapshot
-from toolkit.snapshot.summary import summarize
+from toolkit.snapshot._storage import load_snapshot, write_snapshot
+from toolkit.snapshot._summary import summarize
 
 __all__ = [
     "Block",

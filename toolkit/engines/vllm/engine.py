@@ -44,7 +44,7 @@ from toolkit.conf import guard
 from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, load_rgb
 from toolkit.core.errors import EngineError, TooLateError, ToolkitError
 from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
-from toolkit.engines.runloop import run_path_for, run_requests
+from toolkit.engines._runloop import run_path_for, run_requests
 from toolkit.core.records import MemorySample, RequestResult, Run
 from toolkit.core.units import format_bytes
 from toolkit.core.vocab import REAL_BACKENDS, WRITE_VAR

@@ -13,17 +13,17 @@ inspector go through ``toolkit.snapshot.by_request.snapshot_lookup``, the one lo
 
 from __future__ import annotations
 
-from toolkit.notebook.widgets.display import WidgetError, widgets_available
-from toolkit.notebook.widgets.inspector import Inspector
-from toolkit.notebook.widgets.live import LiveFigure
-from toolkit.notebook.widgets.sweep import (
+from toolkit.notebook.widgets._display import WidgetError, widgets_available
+from toolkit.notebook.widgets._inspector import Inspector
+from toolkit.notebook.widgets._live import LiveFigure
+from toolkit.notebook.widgets._sweep import (
     ConfSweep,
     conf_combinations,
     parse_choices,
     seed_runner,
     validate_confs,
 )
-from toolkit.notebook.widgets.watch import Watched, watch
+from toolkit.notebook.widgets._watch import Watched, watch
 from toolkit.snapshot.by_request import (
     SnapshotRecorder,
     SnapshotSource,

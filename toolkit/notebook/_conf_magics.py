@@ -15,7 +15,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.conf import ConfError
 from toolkit.core.errors import ToolkitError
-from toolkit.notebook.magic_args import MagicArgumentParser, split_line
+from toolkit.notebook._magic_args import MagicArgumentParser, split_line
 from toolkit.notebook.conf_session import PLATFORMS, Session
 from toolkit.viz.tables import ConfStatus
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from toolkit.core.errors import bounded_repr
 from toolkit.snapshot.normalize import denormalize_snapshot, normalize_snapshot
-from toolkit.snapshot.prescan import PickleShapeError
+from toolkit.snapshot._prescan import PickleShapeError
 from toolkit.snapshot.schema import Platform, Snapshot, SnapshotError
-from toolkit.snapshot.unpickler import UnsafePickleError, loads_plain
+from toolkit.snapshot._unpickler import UnsafePickleError, loads_plain
 
 PICKLE_PROTOCOL = 4  # readable by every Python PyTorch supports, and by memory_viz's loader
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from toolkit.core.records import Run
-    from toolkit.replay.fidelity import Fidelity
+    from toolkit.replay._fidelity import Fidelity
     from toolkit.sim.snapshot_out import TraceTuple
     from toolkit.snapshot import Snapshot
     from toolkit.snapshot.schema import Segment
@@ -233,15 +233,15 @@ class ReplayResult:
         return None
 
     def fidelity(self) -> Fidelity:
-        """How closely this replay follows the recording (see ``toolkit.replay.fidelity``)."""
-        from toolkit.replay.fidelity import fidelity
+        """How closely this replay follows the recording (see ``toolkit.replay._fidelity``)."""
+        from toolkit.replay._fidelity import fidelity
 
         return fidelity(self)
 
     def to_run(self, steps: int | None = None, name: str | None = None) -> Run:
         """The replay as a ``toolkit.core.records.Run`` (one ``MemorySample`` per kept snapshot, or per
         ``steps`` evenly spaced events) so that every plot takes a replay."""
-        from toolkit.replay.fidelity import replay_run
+        from toolkit.replay._fidelity import replay_run
 
         return replay_run(self, steps=steps, name=name)
 

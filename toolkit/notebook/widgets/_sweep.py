@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
 
-from toolkit.notebook.widgets.display import (
+from toolkit.notebook.widgets._display import (
     Mode,
     WidgetError,
     _display,

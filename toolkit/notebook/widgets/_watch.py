@@ -12,9 +12,9 @@ from toolkit.core.records import Run
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
-from toolkit.notebook.widgets.display import Mode, WidgetError, _display
-from toolkit.notebook.widgets.inspector import Inspector
-from toolkit.notebook.widgets.live import LiveFigure
+from toolkit.notebook.widgets._display import Mode, WidgetError, _display
+from toolkit.notebook.widgets._inspector import Inspector
+from toolkit.notebook.widgets._live import LiveFigure
 from toolkit.snapshot.by_request import SnapshotRecorder
 
 # -- running an engine with live views ------------------------------------------------------------------

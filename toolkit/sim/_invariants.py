@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from toolkit.sim.pools import PTR_MASK, free_key, unmapped_key
+from toolkit.sim._pools import PTR_MASK, free_key, unmapped_key
 
 if TYPE_CHECKING:
     from toolkit.sim.device import SimDevice

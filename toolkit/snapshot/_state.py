@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from toolkit.snapshot.normalize import SMALL_SEGMENT_BYTES, is_normalized, normalize_snapshot
-from toolkit.snapshot.rounding import LARGE_SPLIT_SLACK_BYTES, RoundingRules
+from toolkit.snapshot._rounding import LARGE_SPLIT_SLACK_BYTES, RoundingRules
 from toolkit.snapshot.schema import Pool, Segment, Snapshot, SnapshotError
 
 _FREE_ACTIONS = ("free_requested", "free_completed")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit.core.errors import bounded_repr
-from toolkit.snapshot.prescan import prescan
+from toolkit.snapshot._prescan import prescan
 
 
 class UnsafePickleError(pickle.UnpicklingError):

@@ -11,7 +11,7 @@ from bisect import bisect_left, bisect_right, insort
 
 from sortedcontainers import SortedList
 
-from toolkit.sim.stats import PoolStats
+from toolkit.sim._stats import PoolStats
 
 PTR_BITS = 64
 REG_BITS = 32

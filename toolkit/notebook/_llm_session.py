@@ -3,7 +3,7 @@
 Everything the magic does is a method here, so a script does the same without IPython (CPU vLLM spawns its
 processes, so a script needs a main guard)::
 
-    from toolkit.notebook.llm_session import LLMSession
+    from toolkit.notebook._llm_session import LLMSession
 
     if __name__ == "__main__":
         s = LLMSession()

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from toolkit.sim.blocks import Block, Segment
+from toolkit.sim._blocks import Block, Segment
 from toolkit.sim.constants import (
     EXTRA_LARGE_BUFFER_BYTES,
     MIN_BLOCK_BYTES,
     ROUND_LARGE_BYTES,
 )
-from toolkit.sim.pools import PTR_MASK, unmapped_key
+from toolkit.sim._pools import PTR_MASK, unmapped_key
 
 if TYPE_CHECKING:
     from toolkit.sim.device import SimDevice as SimDeviceT
-    from toolkit.sim.pools import BlockPool
+    from toolkit.sim._pools import BlockPool
 
 
 class SeedingMixin:

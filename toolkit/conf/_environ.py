@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from toolkit.conf.dialects import resolve_dialect
-from toolkit.conf.errors import ConfError
-from toolkit.conf.model import AllocConf, parse
+from toolkit.conf._errors import ConfError
+from toolkit.conf._model import AllocConf, parse
 
 from toolkit.core.vocab import CONF_VARS, CUDA_VAR, HIP_VAR, NPU_VAR
 from toolkit.core.vocab import GENERIC_VAR as ALLOC_VAR

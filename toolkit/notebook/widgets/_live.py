@@ -20,7 +20,7 @@ from toolkit.viz.plots import (
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
 
-from toolkit.notebook.widgets.display import (
+from toolkit.notebook.widgets._display import (
     Mode,
     WidgetError,
     _display,

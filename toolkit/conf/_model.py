@@ -22,7 +22,7 @@ from toolkit.conf._tokens import tokenize
 from toolkit.conf._unified import run_unified
 from toolkit.conf._walk import MiB, SIZE_MAX_MB, Walk, example, roundup_table, unknown_key_hint
 from toolkit.conf.dialects import ALIASES, KNOWN_KEYS, Dialect, resolve_dialect
-from toolkit.conf.errors import ConfError, ConfWarning
+from toolkit.conf._errors import ConfError, ConfWarning
 
 RoundupList = tuple[tuple[Union[int, str], int], ...]
 Value = Union[bool, int, float, str, RoundupList]
@@ -201,7 +201,7 @@ def parse(text: str, platform: str = "npu", version: str | None = None) -> Alloc
         >>> parse("expandable_segment:True", version="26.1.0")
         Traceback (most recent call last):
         ...
-        toolkit.conf.errors.ConfError: unknown key 'expandable_segment' at 0 (npu, torch_npu 26.1.0): did you ...
+        toolkit.conf._errors.ConfError: unknown key 'expandable_segment' at 0 (npu, torch_npu 26.1.0): did you ...
     """
     if not isinstance(text, str):
         raise TypeError(f"conf text must be a str, got {type(text).__name__}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from toolkit.sim.pools import BlockPool
+    from toolkit.sim._pools import BlockPool
 
 
 class Segment:

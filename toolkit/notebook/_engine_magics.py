@@ -19,9 +19,9 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
 from toolkit.core.vocab import BACKEND_CHOICES
-from toolkit.notebook.llm_session import LLMSession
+from toolkit.notebook._llm_session import LLMSession
 from toolkit.workload.engine_args import EngineArgs
-from toolkit.notebook.magic_args import MagicArgumentParser, split_line
+from toolkit.notebook._magic_args import MagicArgumentParser, split_line
 
 
 def _limit_mm(text: str) -> dict[str, int]:
@@ -169,7 +169,7 @@ EngineMagics.ascend_llm.__doc__ = ascend_llm_parser().format_help()
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Standalone registration (the lead's ``toolkit.notebook.conf_magics`` should register it with its shared Session)."""
+    """Standalone registration (the lead's ``toolkit.notebook._conf_magics`` should register it with its shared Session)."""
     ipython.register_magics(EngineMagics(ipython))
 
 

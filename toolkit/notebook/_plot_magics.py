@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 
 from toolkit.core.errors import ToolkitError
 from toolkit.core.records import MemorySample, RecordError, Run, load_run
-from toolkit.notebook.magic_args import MagicArgumentParser, split_line
+from toolkit.notebook._magic_args import MagicArgumentParser, split_line
 
 __all__ = ["PlotMagics", "Views", "resolve_runs"]
 

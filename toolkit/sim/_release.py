@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from toolkit.sim.pools import PTR_MASK, ceiling, search_key
+from toolkit.sim._pools import PTR_MASK, ceiling, search_key
 
 if TYPE_CHECKING:
-    from toolkit.sim.blocks import Block
-    from toolkit.sim.pools import BlockPool
+    from toolkit.sim._blocks import Block
+    from toolkit.sim._pools import BlockPool
 
 
 class ReleaseMixin:

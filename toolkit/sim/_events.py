@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from toolkit.sim.blocks import Block
+    from toolkit.sim._blocks import Block
     from toolkit.sim.device import SimDevice as SimDeviceT
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeGuard
 
-from toolkit.sim.blocks import Block
+from toolkit.sim._blocks import Block
 from toolkit.sim.constants import EXTRA_LARGE_BUFFER_BYTES
-from toolkit.sim.pools import PTR_MASK, unmapped_key
+from toolkit.sim._pools import PTR_MASK, unmapped_key
 
 if TYPE_CHECKING:
     from toolkit.sim.device import SimDevice as SimDeviceT
-    from toolkit.sim.pools import BlockPool
+    from toolkit.sim._pools import BlockPool
 
 
 def _allocatable(b: Block | None) -> TypeGuard[Block]:
