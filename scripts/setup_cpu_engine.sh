@@ -34,8 +34,8 @@ fi
 # `from vllm import LLM`. Nothing here uses audio: remove them from THIS venv (pip check will name them).
 "$VENV/bin/python" -m pip uninstall -q -y torchaudio torchcodec || true
 # The PyPI torchvision beside CPU torch cannot import (its compiled ops need CUDA); install the
-# documented, CPU-test-only fix (toolkit/engines/vllm/cpu_env.py) as a .pth hook of THIS venv only.
-"$VENV/bin/python" -m toolkit.engines.vllm.cpu_env install
-"$VENV/bin/python" -m toolkit.engines.vllm.cpu_env check
+# documented, CPU-test-only fix (toolkit/engines/vllm/_cpu_env.py) as a .pth hook of THIS venv only.
+"$VENV/bin/python" -m toolkit.engines.vllm._cpu_env install
+"$VENV/bin/python" -m toolkit.engines.vllm._cpu_env check
 echo "$WANT" > "$STAMP"
 echo "cpu engine venv ready: $VENV"

@@ -20,7 +20,6 @@ ENTRY_POINTS = {
     "toolkit.worker.extension",  # vLLM loads worker_extension_cls by qualname inside its workers
     "toolkit.worker.probe",  # python -m toolkit.worker.probe (baseline, in a throw-away child)
     "toolkit.worker.record_program",  # python -m toolkit.worker.record_program (make record)
-    "toolkit.engines.vllm.cpu_env",  # PENDING: the engine split renames it _cpu_env
 }
 
 

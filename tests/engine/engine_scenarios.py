@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from toolkit.engines.vllm.engine import _alive  # the same liveness test the engine's stop() uses
+from toolkit.engines.vllm._processes import alive as _alive  # the same liveness test the engine's stop() uses
 
 ENGINE_ARGS: dict[str, Any] = dict(dtype="float32", max_model_len=1024, max_num_seqs=2, enforce_eager=True,
                                    kv_cache_memory_bytes=64 << 20, max_tokens=4)

@@ -1,4 +1,4 @@
-"""The CPU-test-environment fix for torchvision (``toolkit.engines.vllm.cpu_env``) and the tiny model."""
+"""The CPU-test-environment fix for torchvision (``toolkit.engines.vllm._cpu_env``) and the tiny model."""
 
 from __future__ import annotations
 
@@ -8,21 +8,21 @@ import sys
 import pytest
 
 from engine_helpers import run_scenario
-from toolkit.engines.vllm import cpu_env
+from toolkit.engines.vllm import _cpu_env
 
 
 def test_the_fix_is_inert_outside_a_cpu_torch(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.13.0+cu130")
     before = list(sys.meta_path)
-    assert cpu_env.activate() is False
+    assert _cpu_env.activate() is False
     assert sys.meta_path == before
     with pytest.raises(SystemExit, match="not a \\+cpu build"):
         monkeypatch.setattr(sys, "prefix", "/somewhere/venv")
-        cpu_env.install()
+        _cpu_env.install()
 
 
 def test_the_finder_only_touches_torchvision_meta_registrations():
-    finder = cpu_env._Finder()
+    finder = _cpu_env._Finder()
     assert finder.find_spec("json", None) is None
     assert finder.find_spec("torchvision", None) is None
 

@@ -190,7 +190,7 @@ def test_failure_watch_writes_the_cause_before_the_engine_dies(monkeypatch, tmp_
 
 def test_probe_modules_do_not_import_torch_at_import():
     code = ("import sys, toolkit.worker.probe, toolkit.worker.extension, toolkit.engines.vllm.engine, "
-            "toolkit.notebook._llm_session, toolkit.notebook._engine_magics, toolkit.engines.vllm.cpu_env, toolkit._testing.tiny_model; "
+            "toolkit.notebook._llm_session, toolkit.notebook._engine_magics, toolkit.engines.vllm._cpu_env, toolkit._testing.tiny_model; "
             "print(sorted(m for m in ('torch', 'vllm', 'torch_npu', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

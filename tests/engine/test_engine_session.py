@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from toolkit.notebook._engine_magics import EngineMagics, ascend_llm_parser
+from toolkit.engines.vllm import _environment, _processes, _requests
 from toolkit.engines.vllm import engine as ve
 from toolkit.notebook._llm_session import EngineSessionError, LLMSession, detect_backend
 from toolkit.notebook.conf_session import Session
@@ -123,19 +124,19 @@ def test_parser_help_lists_the_engine_arguments():
 
 def test_policy_is_applied_like_vllm_ascend_before_the_start():
     env = {"PYTORCH_NPU_ALLOC_CONF": "page_size:1g"}
-    notes = ve._apply_policy(env, "npu", "upstream", None, sleep_mode=False, rl_enabled=False)
+    notes = _environment.apply_policy(env, "npu", "upstream", None, sleep_mode=False, rl_enabled=False)
     assert env["PYTORCH_NPU_ALLOC_CONF"] == "page_size:1g,expandable_segments:True"
-    assert ve._apply_policy(env, "npu", "upstream", None, False, False)  # idempotent: applied twice ...
+    assert _environment.apply_policy(env, "npu", "upstream", None, False, False)  # idempotent: applied twice ...
     assert env["PYTORCH_NPU_ALLOC_CONF"] == "page_size:1g,expandable_segments:True"  # ... same result
     assert "Set PYTORCH_NPU_ALLOC_CONF=page_size:1g,expandable_segments:True" in notes[0]
     sleepy = {"PYTORCH_NPU_ALLOC_CONF": "expandable_segments:True"}
-    ve._apply_policy(sleepy, "npu", "recommended", None, sleep_mode=True, rl_enabled=False)
+    _environment.apply_policy(sleepy, "npu", "recommended", None, sleep_mode=True, rl_enabled=False)
     assert sleepy["PYTORCH_NPU_ALLOC_CONF"] == "expandable_segments:False"
     old = {}
-    ve._apply_policy(old, "npu", "upstream", "0.13.0", False, False)
+    _environment.apply_policy(old, "npu", "upstream", "0.13.0", False, False)
     assert old == {}  # before v0.14.0rc1 there is no default
     cuda = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
-    assert ve._apply_policy(cuda, "cuda", "upstream", None, False, False) == ()
+    assert _environment.apply_policy(cuda, "cuda", "upstream", None, False, False) == ()
 
 
 def test_restore_puts_back_exactly_what_changed():
@@ -143,7 +144,7 @@ def test_restore_puts_back_exactly_what_changed():
     saved = dict(env)
     env.update(LD_PRELOAD="x:libgomp.so", NEW="2")
     del env["A"]
-    changed = ve._restore(env, saved)
+    changed = _environment.restore(env, saved)
     assert env == saved
     assert changed == {"A": ("1", None), "LD_PRELOAD": ("x", "x:libgomp.so"), "NEW": (None, "2")}
 
@@ -175,9 +176,9 @@ def test_conf_readback_names_every_difference():
 def test_processor_spec_of_a_local_model(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(
         '{"patch_size": 14, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 3136, "max_pixels": 200704}')
-    spec = ve._processor_spec(str(tmp_path))
+    spec = _requests.processor_spec(str(tmp_path))
     assert (spec.factor, spec.min_pixels, spec.max_pixels) == (28, 3136, 200704)
-    assert ve._processor_spec(str(tmp_path / "missing")) is None
+    assert _requests.processor_spec(str(tmp_path / "missing")) is None
 
 
 def _bare_engine(tmp_path, pids=()):
@@ -210,7 +211,7 @@ def test_a_script_without_main_guard_is_named(monkeypatch, tmp_path):
     main = types.ModuleType("__main__")
     main.__file__ = str(script)
     monkeypatch.setitem(_sys.modules, "__main__", main)
-    assert ve._script_without_main_guard()
+    assert _processes.script_without_main_guard()
     script.write_text("if __name__ == '__main__':\n    pass\n")
-    assert not ve._script_without_main_guard()
-    assert not ve._in_spawned_reimport()  # this is not a spawned child
+    assert not _processes.script_without_main_guard()
+    assert not _processes.in_spawned_reimport()  # this is not a spawned child

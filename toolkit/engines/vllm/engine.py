@@ -2,267 +2,68 @@
 in its workers, one ``MemorySample`` per request and rank.
 
 Kernel side. vLLM (and with it torch) is imported only when an engine starts, never at module import.
+``VllmEngine`` sequences the steps; ``_environment`` does what concerns ``os.environ`` and the allocator
+conf, ``_processes`` what concerns the engine's processes, ``_requests`` what goes into and comes out of a
+request.
 
 How a start works, and why (docs/vllm-facts.md, "vLLM process model" and "Real vLLM on this kind of machine"):
 
 1. The baseline (device memory other processes use) is measured in a throw-away child process
-   (``python -m toolkit.worker.probe baseline``), so this process never touches the device.
+   (``python -m toolkit.worker.probe baseline``), so this process never touches the device
+   (``_environment.measure_baseline``).
 2. The environment is snapshotted; the allocator conf the user set (``%alloc_conf``) is already in it,
    and the vllm-ascend policy (``toolkit.conf.policy.upstream_policy``, exact and idempotent) is applied on the
-   NPU platform, so the engine processes inherit exactly what vllm-ascend would give them.
+   NPU platform, so the engine processes inherit exactly what vllm-ascend would give them
+   (``_environment.prepare``; vLLM itself is imported by ``_processes.import_vllm``).
 3. ``vllm.LLM(..., worker_extension_cls="toolkit.worker.extension.MemlabWorkerExtension")`` starts the
-   EngineCore and worker processes (vLLM V1's default multiprocess mode; CPU vLLM always spawns them).
+   EngineCore and worker processes (vLLM V1's default multiprocess mode; CPU vLLM always spawns them);
+   ``_processes.engine_processes`` finds them among this process's new children.
 4. ``LLM()`` rewrites this process's environment (``LD_PRELOAD`` to torch's libgomp,
    ``VLLM_WORKER_MULTIPROC_METHOD=spawn``, ``LOCAL_WORLD_SIZE``...), which would leak into every subprocess
    started later: the snapshot is restored right after the start (at stop in in-process mode, where the
-   worker lives here and reads it), and the changes are reported.
+   worker lives here and reads it), and the changes are reported (``_environment.restore``,
+   ``set_by_start``/``restore_at_stop``).
 5. Each worker answers ``memlab_hello`` (baseline, failure log) and ``memlab_effective_conf``: the conf
    really in effect is read back from inside the worker and compared with what the user asked for.
 
 A request is ``llm.generate`` then one ``collective_rpc("memlab_sample")`` (the probe resets the peaks after
-sampling, so each sample's peaks cover one request). ``stop`` shuts the engine core down explicitly (so a
-leftover reference, e.g. ``Out[]`` or ``_``, cannot keep it alive), drops the reference, and checks that
-every engine process is gone, killing stragglers.
+sampling, so each sample's peaks cover one request); ``_requests`` builds the input and the result. ``stop``
+shuts the engine core down explicitly (so a leftover reference, e.g. ``Out[]`` or ``_``, cannot keep it alive),
+drops the reference, and checks that every engine process is gone, killing stragglers
+(``_processes.shutdown_llm``, ``kill_stragglers``).
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import replace
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence, Sized
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.conf import guard
-from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images, load_rgb
-from toolkit.core.errors import EngineError, TooLateError, ToolkitError
-from toolkit.engines.vllm.reports import ALLOC_VARS, ConfReadback, StopReport
-from toolkit.engines._runloop import run_path_for, run_requests
-from toolkit.core.records import MemorySample, RequestResult, Run
+from toolkit.core.errors import EngineError, ToolkitError
+from toolkit.core.records import RequestResult, Run
 from toolkit.core.units import format_bytes
 from toolkit.core.vocab import REAL_BACKENDS, WRITE_VAR
 from toolkit.engines.base import split_knobs
+from toolkit.engines._runloop import run_path_for, run_requests
+from toolkit.engines.vllm import _environment, _processes, _requests
+from toolkit.engines.vllm._environment import POLICIES, Policy, measure_baseline
+from toolkit.engines.vllm._processes import RPC_TIMEOUT_S, STOP_TIMEOUT_S
+from toolkit.engines.vllm.reports import ConfReadback, StopReport
 from toolkit.workload.engine_args import EngineArgs
+from toolkit.workload.inputs import IMAGE_EXTENSIONS, list_images
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
 EXTENSION = "toolkit.worker.extension.MemlabWorkerExtension"
-PROBE_BACKEND = {"cpu": "host", "cuda": "cuda", "npu": "npu"}
 RUN_PLATFORM = {"cpu": "cpu", "cuda": "cuda", "npu": "npu"}
-RPC_TIMEOUT_S = 60.0
-BASELINE_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 20.0
-Policy = Literal["upstream", "recommended", "none"]
-POLICIES = ("upstream", "recommended", "none")
-
-
-# -- helpers ---------------------------------------------------------------------------------------------
-
-
-# variables ``import vllm`` set in this process (vllm/env_override.py and the platform plugins); they are
-# restored with the rest after a start, and given again to every in-process engine
-_IMPORT_ENV: dict[str, str] = {}
-
-
-def _import_vllm() -> Any:
-    if "vllm" in sys.modules:
-        return sys.modules["vllm"]
-    before = dict(os.environ)
-    try:
-        import vllm
-        from vllm import LLM  # noqa: F401  (the entry point's imports set more variables)
-    except Exception as exc:  # ImportError, or a broken install (e.g. torchvision, see cpu_env)
-        raise EngineError(
-            f"vLLM cannot be imported in this Python ({sys.executable}): {type(exc).__name__}: {exc}. "
-            "Install it (CPU: scripts/setup_cpu_engine.sh; NPU: vllm + vllm-ascend) or use --backend sim"
-        ) from None
-    _IMPORT_ENV.update({k: v for k, v in os.environ.items() if before.get(k) != v})
-    return vllm
-
-
-def _child_pids() -> set[int]:
-    import psutil
-
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-_MAIN_GUARD_HINT = ("a script must start engines under `if __name__ == \"__main__\":`: CPU vLLM (and vLLM on "
-                    "Ascend) spawns its processes, which import the script again")
-
-
-def _in_spawned_reimport() -> bool:
-    """True inside a process vLLM spawned that is re-running the user's script (``__mp_main__``)."""
-    import multiprocessing
-
-    main = sys.modules.get("__main__")
-    return multiprocessing.parent_process() is not None and getattr(main, "__name__", "") == "__mp_main__"
-
-
-def _script_without_main_guard() -> bool:
-    """The program is a script file whose source never tests ``__name__`` (spawned children re-run it)."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path or not str(path).endswith(".py"):
-        return False
-    try:
-        return "__main__" not in Path(path).read_text(errors="replace")
-    except OSError:
-        return False
-
-
-def _engine_processes(pids: Iterable[int]) -> tuple[int, ...]:
-    """The new child processes that belong to the engine: multiprocessing's resource tracker (started by the
-    first spawn, shared by every later one, alive as long as this process) is not the engine's."""
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            cmd = " ".join(psutil.Process(pid).cmdline())
-        except psutil.Error:
-            continue
-        if "multiprocessing.resource_tracker" not in cmd and "multiprocessing.forkserver" not in cmd:
-            out.append(pid)
-    return tuple(sorted(out))
-
-
-def _alive(pids: Iterable[int]) -> list[int]:
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
-def measure_baseline(backend: str, timeout_s: float = BASELINE_TIMEOUT_S) -> dict[str, Any]:
-    """Device memory in use before the engine starts, measured in a child process (this one stays clean)."""
-    probe_backend = PROBE_BACKEND[backend]
-    if probe_backend == "host":
-        return {"backend": "host", "method": "none", "used_bytes": {}, "total_bytes": {}}
-    cmd = [sys.executable, "-m", "toolkit.worker.probe", "baseline", "--backend", probe_backend]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise EngineError(f"measuring the device baseline took over {timeout_s:.0f} s: is the device busy?") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EngineError(f"cannot read {backend} device memory before the start: {last}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _load_image(image: Any) -> tuple[Any, str | None]:
-    """(RGB PIL image, name) from a path or a PIL image."""
-    if isinstance(image, (str, os.PathLike)):
-        return load_rgb(image), Path(image).name
-    if not hasattr(image, "size") or not hasattr(image, "mode"):
-        raise EngineError(f"image must be a PIL.Image or a path, got {type(image).__name__}")
-    name = getattr(image, "filename", None)
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    return rgb, (Path(name).name if name else None)
-
-
-def _processor_spec(model: str) -> Any:
-    """The Qwen-VL resize rule of a local model folder (``preprocessor_config.json``), or None."""
-    from toolkit.workload.images import ProcessorSpec
-
-    path = Path(model) / "preprocessor_config.json"
-    if not path.is_file():
-        return None
-    try:
-        cfg = json.loads(path.read_text())
-        size = cfg.get("size") or {}
-        return ProcessorSpec(patch_size=int(cfg["patch_size"]), merge_size=int(cfg["merge_size"]),
-                             temporal_patch_size=int(cfg.get("temporal_patch_size", 2)),
-                             min_pixels=int(cfg.get("min_pixels") or size["shortest_edge"]),
-                             max_pixels=int(cfg.get("max_pixels") or size["longest_edge"]))
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
-def _apply_policy(environ: MutableMapping[str, str], platform: str, policy: Policy,
-                  vllm_ascend_version: str | None, sleep_mode: bool, rl_enabled: bool) -> tuple[str, ...]:
-    """Apply the vllm-ascend policy to ``environ`` (NPU platform only); returns what it said."""
-    if platform != "npu" or policy == "none":
-        return () if platform != "npu" else ("none applied (vllm-ascend, if installed, still applies its own)",)
-    from toolkit.conf import policy as pol
-
-    if policy == "upstream":
-        result = pol.upstream_policy(environ, vllm_ascend_version, sleep_mode=sleep_mode, rl_enabled=rl_enabled)
-        notes = [f"{result.policy}: {line}" for line in result.log] or [f"{result.policy}: no change"]
-        notes += [f"quirk {q.code}: {q.message}" for q in result.quirks]
-    else:
-        result = pol.recommended_policy(environ, sleep_mode=sleep_mode)
-        notes = [f"{result.policy}: {n}" for n in result.notes] or [f"{result.policy}: no change"]
-    for var in (pol.NPU_VAR, pol.GENERIC_VAR):
-        if var in result.after:
-            environ[var] = result.after[var]
-        else:
-            environ.pop(var, None)
-    return tuple(notes)
-
-
-def _installed_vllm_ascend() -> str | None:
-    import importlib.metadata
-
-    for dist in ("vllm-ascend", "vllm_ascend"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def _restore(environ: MutableMapping[str, str], saved: Mapping[str, str]) -> dict[str, tuple[str | None, str | None]]:
-    """Put ``environ`` back to ``saved``; returns what had changed (var -> (before, after))."""
-    changed = {k: (saved.get(k), environ.get(k)) for k in set(saved) | set(environ) if saved.get(k) != environ.get(k)}
-    for k, (before, _after) in changed.items():
-        if before is None:
-            environ.pop(k, None)
-        else:
-            environ[k] = before
-    return changed
-
-
-def _shutdown_llm(llm: Any, timeout_s: float) -> None:
-    """Ask vLLM to stop its engine core now (works even while other references to ``llm`` survive)."""
-    try:
-        llm.llm_engine.engine_core.shutdown(timeout=timeout_s)
-    except TypeError:  # an engine-core client whose shutdown takes no timeout
-        llm.llm_engine.engine_core.shutdown()
-
-
-def _exit_cleanup(holder: dict[str, Any]) -> None:
-    """weakref.finalize callback (kernel exit or engine garbage-collected): stop the engine processes."""
-    llm = holder.pop("llm", None)
-    if llm is not None:
-        try:
-            _shutdown_llm(llm, 5.0)
-        except Exception:
-            pass
-    pids = _alive(holder.get("pids", ()))
-    if pids:
-        import psutil
-
-        for pid in pids:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-
-
-# -- the engine ------------------------------------------------------------------------------------------
 
 
 class VllmEngine:
@@ -349,7 +150,7 @@ class VllmEngine:
         self.env_changed_by_vllm: dict[str, tuple[str | None, str | None]] = {}
         self.workers: tuple[dict[str, Any], ...] = ()
         self._image_token_id: int | None = None
-        self._processor = _processor_spec(self.model)
+        self._processor = _requests.processor_spec(self.model)
         self.failure_log = Path(tempfile.mkdtemp(prefix="memlab-engine-")) / "failures.jsonl"
         self._failures_seen = 0
         self.started_at_ns = time.time_ns()
@@ -357,59 +158,43 @@ class VllmEngine:
 
     # -- start ---------------------------------------------------------------------------------------------
     def _start(self, policy: Policy, vllm_ascend_version: str | None) -> None:
-        if _in_spawned_reimport():
-            raise EngineError(_MAIN_GUARD_HINT)
-        if self.in_process and self.platform in guard.inspect_allocators().initialized_platforms \
-                and self.backend != "cpu":
-            raise TooLateError(guard.too_late_message(self.platform, in_process=True))
+        if _processes.in_spawned_reimport():
+            raise EngineError(_processes.MAIN_GUARD_HINT)
+        _environment.check_not_too_late(self.platform, self.backend, self.in_process)
         self.baseline = measure_baseline(self.backend)
         env = self.environ
         saved = dict(env)  # before vLLM is imported: its import-time variables are restored too
         try:
-            vllm = _import_vllm()
+            vllm = _processes.import_vllm()
         except EngineError:
-            _restore(env, saved)
+            _environment.restore(env, saved)
             raise
         if self.in_process:
-            env.update(_IMPORT_ENV)
-        self.requested = {v: saved.get(v) for v in ALLOC_VARS}
-        rl = bool(((self.engine_args.get("additional_config") or {}).get("rl_config") or {}).get("enabled"))
-        version = vllm_ascend_version or (_installed_vllm_ascend() if self.backend == "npu" else None)
-        self.policy_notes = _apply_policy(env, self.platform, policy, version,
-                                          bool(self.engine_args.get("enable_sleep_mode")), rl)
-        self.given = {v: env.get(v) for v in ALLOC_VARS}
-        env["MEMLAB_PROBE_BACKEND"] = PROBE_BACKEND[self.backend]
-        ours = dict(saved)  # what the environment would be with only the toolkit's changes
-        for var in (*ALLOC_VARS, "MEMLAB_PROBE_BACKEND"):
-            if var in env:
-                ours[var] = env[var]
-            else:
-                ours.pop(var, None)
-        before = _child_pids()
+            env.update(_processes.IMPORT_ENV)
+        prepared = _environment.prepare(env, saved, backend=self.backend, platform=self.platform, policy=policy,
+                                        vllm_ascend_version=vllm_ascend_version, engine_args=self.engine_args)
+        self.requested, self.given, self.policy_notes = prepared.requested, prepared.given, prepared.policy_notes
+        before = _processes.child_pids()
         t0 = time.perf_counter()
         try:
             self._llm = vllm.LLM(self.model, worker_extension_cls=EXTENSION, **self.engine_args)
         except Exception as exc:
-            _restore(env, saved)
+            _environment.restore(env, saved)
             gc.collect()
-            hint = f" ({_MAIN_GUARD_HINT})" if _script_without_main_guard() else ""
-            raise EngineError(f"vLLM failed to start {self.model} on {self.backend}: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}{hint}") from exc
+            raise _processes.start_failure(self.model, self.backend, exc) from exc
         self.startup_s = time.perf_counter() - t0
-        self.env_changed_by_vllm = {k: (ours.get(k), env.get(k)) for k in set(ours) | set(env)
-                                    if ours.get(k) != env.get(k)}
+        self.env_changed_by_vllm = _environment.changes(prepared.ours, env)
         if self.in_process:
             # the worker lives here and may read its variables: restore at stop, and only those the start set
             # that nobody changed since (a conf set with %alloc_conf meanwhile is the user's, not ours)
-            self._saved_env = {k: saved.get(k) for k in set(saved) | set(env) if saved.get(k) != env.get(k)}
-            self._set_by_start = {k: env.get(k) for k in self._saved_env}
+            self._saved_env, self._set_by_start = _environment.set_by_start(env, saved)
         else:
-            _restore(env, saved)
-        self.engine_pids = _engine_processes(_child_pids() - before)
+            _environment.restore(env, saved)
+        self.engine_pids = _processes.engine_processes(_processes.child_pids() - before)
         # no local name for the LLM here: vLLM keeps this frame alive after the start (seen with gc), and a
         # local would keep the engine alive past stop()
         self._holder.update(llm=self._llm, pids=self.engine_pids)
-        self._finalizer = weakref.finalize(self, _exit_cleanup, self._holder)
+        self._finalizer = weakref.finalize(self, _processes.exit_cleanup, self._holder)
         hf = getattr(self._llm.llm_engine.model_config, "hf_config", None)
         self._image_token_id = getattr(hf, "image_token_id", None)
         try:
@@ -490,77 +275,18 @@ class VllmEngine:
         return self._rpc("memlab_sample", True)
 
     # -- requests ------------------------------------------------------------------------------------------
-    def _inputs(self, prompt: str | Mapping[str, Any] | None, image: Any) -> tuple[Any, dict[str, Any]]:
-        from toolkit.workload.prompt import prompt_for_image
-
-        info: dict[str, Any] = dict(input_name=None, image_width_px=None, image_height_px=None,
-                                    resized_width_px=None, resized_height_px=None)
-        if isinstance(prompt, Mapping):  # vLLM's own input form ({"prompt": ..., "multi_modal_data": ...})
-            if image is not None:
-                raise EngineError("give the image either in the input dict or as image=, not both")
-            inputs = dict(prompt)
-            image = (inputs.get("multi_modal_data") or {}).get("image")
-            if image is not None:
-                info["input_name"] = getattr(image, "filename", None) or None
-        elif image is not None:
-            pil, info["input_name"] = _load_image(image)
-            inputs = {"prompt": prompt_for_image(prompt), "multi_modal_data": {"image": pil}}
-            image = pil
-        else:
-            inputs = {"prompt": prompt if prompt is not None else "Hello"}
-        if image is not None and hasattr(image, "size"):
-            w, h = image.size
-            info.update(image_width_px=w, image_height_px=h)
-            if self._processor is not None:
-                from toolkit.workload.images import smart_resize
-
-                try:
-                    rh, rw = smart_resize(h, w, self._processor.factor, self._processor.min_pixels,
-                                          self._processor.max_pixels)
-                    info.update(resized_width_px=rw, resized_height_px=rh)
-                except ValueError:
-                    pass  # the engine will reject it and say why
-        return inputs, info
-
-    def _new_failures(self) -> list[dict[str, Any]]:
-        if not self.failure_log.is_file():
-            return []
-        lines = self.failure_log.read_text().splitlines()
-        new, self._failures_seen = lines[self._failures_seen:], len(lines)
-        return [json.loads(line) for line in new if line.strip()]
+    def _next_request(self, request_id: str | None = None) -> tuple[int, str]:
+        """(request_index, request_id) of the next request: indices count in a run, ids over the engine's life."""
+        index = self._next_index
+        self._next_index += 1
+        request_id = request_id or f"{self.name}-{self._served}"
+        self._served += 1
+        return index, request_id
 
     def _classify(self, exc: BaseException) -> tuple[Literal["oom", "error"], str, bool]:
         """(status, message, engine dead?) for an exception from ``llm.generate``."""
-        failures = self._new_failures()
-        dead = type(exc).__name__ == "EngineDeadError" or (
-            bool(self.engine_pids) and len(_alive(self.engine_pids)) < len(self.engine_pids))
-        oom = [f for f in failures if f.get("oom")]
-        if oom:
-            f = oom[0]
-            return "oom", f"out of memory in rank {f['rank']} ({f['where']}): {f['message']}", dead
-        if failures:
-            f = failures[0]
-            return "error", f"rank {f['rank']} failed in {f['where']}: {f['type']}: {f['message']}", dead
-        text = f"{type(exc).__name__}: {exc}".strip()
-        status: Literal["oom", "error"] = "oom" if "out of memory" in text.lower() else "error"
-        if dead:
-            gone = sorted(set(self.engine_pids) - set(_alive(self.engine_pids)))
-            if gone:
-                text += f" (engine processes gone: {', '.join(map(str, gone))})"
-        return status, text, dead
-
-    def _samples(self, index: int, request_id: str, started: int, duration: int, info: Mapping[str, Any],
-                 rows: Sequence[Mapping[str, Any]], status: str = "ok",
-                 message: str | None = None) -> tuple[MemorySample, ...]:
-        out = []
-        for row in sorted(rows, key=lambda r: r["rank"]):
-            mem: dict[str, Any] = {k: int(v) for k, v in row.items() if k.endswith("_bytes") and k != "rss_peak_bytes"}
-            out.append(MemorySample(
-                request_index=index, request_id=request_id, rank=int(row["rank"]), started_at_ns=started,
-                duration_ns=duration, **info, **mem, segment_count=int(row.get("segment_count", 0)),
-                alloc_retries=int(row.get("alloc_retries", 0)), num_ooms=int(row.get("num_ooms", 0)),
-                status=status, message=message))  # type: ignore[arg-type]
-        return tuple(out)
+        failures, self._failures_seen = _requests.new_failures(self.failure_log, self._failures_seen)
+        return _requests.classify(exc, failures, self.engine_pids)
 
     def generate(self, prompt: str | Mapping[str, Any] | None = None, image: Image | str | os.PathLike[str] | None
                  = None, *, max_tokens: int | None = None, sampling_params: Any = None,
@@ -572,13 +298,10 @@ class VllmEngine:
         gives ``status="oom"``/``"error"`` (the engine is then unusable); the kernel stays alive.
         """
         self._check_usable()
-        vllm = _import_vllm()
-        inputs, info = self._inputs(prompt, image)
+        vllm = _processes.import_vllm()
+        inputs, info = _requests.inputs(prompt, image, self._processor)
         sp = sampling_params or vllm.SamplingParams(max_tokens=max_tokens or self.max_tokens)
-        index = self._next_index
-        self._next_index += 1
-        request_id = request_id or f"{self.name}-{self._served}"
-        self._served += 1
+        index, request_id = self._next_request(request_id)
         started = time.time_ns()
         t0 = time.perf_counter_ns()
         try:
@@ -598,37 +321,16 @@ class VllmEngine:
                 self._dead = f"{status} at request {index}"
                 message += " [engine dead: memory not measured]"
                 rows = [{"rank": w["rank"]} for w in self.workers]
-            samples = self._samples(index, request_id, started, duration, info, rows, status, message)
-            return RequestResult(request_index=index, request_id=request_id, status=status, message=message,
-                                 samples=samples, visual_tokens=0, prompt_tokens=0, output_tokens=0, **info)
+            return _requests.failed(index, request_id, started, duration, info, rows, status, message)
         duration = time.perf_counter_ns() - t0
-        rows = self._rpc("memlab_sample", True)
-        out = outputs[0]
-        prompt_ids = list(out.prompt_token_ids or ())
-        visual = prompt_ids.count(self._image_token_id) if self._image_token_id is not None else 0
-        completion = out.outputs[0] if out.outputs else None
-        samples = self._samples(index, request_id, started, duration,
-                                dict(info, visual_tokens=visual, prompt_tokens=len(prompt_ids),
-                                     output_tokens=len(completion.token_ids) if completion else 0), rows)
-        return RequestResult(request_index=index, request_id=request_id, status="ok", message=None,
-                             samples=samples, visual_tokens=visual, prompt_tokens=len(prompt_ids),
-                             output_tokens=len(completion.token_ids) if completion else 0,
-                             text=completion.text if completion else None, **info)
+        return _requests.served(index, request_id, started, duration, info, self._rpc("memlab_sample", True),
+                                outputs[0], self._image_token_id)
 
     def _failed_input(self, item: Any, reason: str) -> RequestResult:
         """A request whose input could not be read: nothing reaches vLLM; every rank's memory is sampled."""
-        index = self._next_index
-        self._next_index += 1
-        request_id = f"{self.name}-{self._served}"
-        self._served += 1
-        info: dict[str, Any] = dict(input_name=Path(item).name if isinstance(item, (str, os.PathLike)) else None,
-                    image_width_px=None, image_height_px=None, resized_width_px=None, resized_height_px=None)
+        index, request_id = self._next_request()
         started = time.time_ns()
-        samples = self._samples(index, request_id, started, 0, dict(info, visual_tokens=0, prompt_tokens=0,
-                                                                     output_tokens=0),
-                                self._rpc("memlab_sample", True), "error", reason)
-        return RequestResult(request_index=index, request_id=request_id, status="error", message=reason,
-                             samples=samples, visual_tokens=0, prompt_tokens=0, output_tokens=0, **info)
+        return _requests.failed_input(index, request_id, started, item, reason, self._rpc("memlab_sample", True))
 
     # -- runs --------------------------------------------------------------------------------------------
     def header(self, name: str | None = None) -> Run:
@@ -679,8 +381,6 @@ class VllmEngine:
         notebook's ``user_ns``). The engine core is shut down explicitly first, so a leftover reference
         cannot keep the processes alive; it only keeps a dead Python object.
         """
-        import psutil
-
         t0 = time.perf_counter()
         notes: list[str] = []
         llm = self._llm
@@ -691,45 +391,19 @@ class VllmEngine:
         if self._finalizer is not None:
             self._finalizer.detach()
         try:
-            _shutdown_llm(llm, timeout_s)
+            _processes.shutdown_llm(llm, timeout_s)
         except Exception as exc:
             notes.append(f"engine core shutdown raised {type(exc).__name__}: {exc}")
+        # the only strong reference left here is this local: drop it, then see whether anything else holds one
         ref = weakref.ref(llm)
         del llm
         gc.collect()
-        holders = []
-        if ref() is not None:
-            target = ref()
-            for ns in namespaces:
-                holders += [k for k, v in list(ns.items()) if v is target]
-            del target
-        procs = []
-        for pid in self.engine_pids:
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        _gone, alive = psutil.wait_procs(procs, timeout=timeout_s)
-        killed = []
-        for p in alive:
-            try:
-                p.kill()
-                killed.append(p.pid)
-            except psutil.NoSuchProcess:
-                pass
-        if killed:
-            psutil.wait_procs([p for p in alive], timeout=5)
-            notes.append("some engine processes did not exit and were killed")
+        holders = _processes.holders_of(ref(), namespaces) if ref() is not None else []
+        killed = _processes.kill_stragglers(self.engine_pids, timeout_s, notes)
         if self.in_process:
-            self._teardown_in_process(notes)
+            _processes.teardown_in_process(notes)
         if self._saved_env is not None:
-            for key, before in self._saved_env.items():
-                if self.environ.get(key) != self._set_by_start[key]:
-                    continue  # changed since the start by someone else: theirs
-                if before is None:
-                    self.environ.pop(key, None)
-                else:
-                    self.environ[key] = before
+            _environment.restore_at_stop(self.environ, self._saved_env, self._set_by_start)
             self._saved_env = None
         released = ref() is None
         if not released:
@@ -737,17 +411,7 @@ class VllmEngine:
                          + ": its processes are stopped, but del that name to free its memory")
         self._dead = self._dead or "stopped"
         return StopReport(self.name, self.engine_pids, tuple(p for p in self.engine_pids if p not in killed),
-                          tuple(killed), time.perf_counter() - t0, released, tuple(notes))
-
-    def _teardown_in_process(self, notes: list[str]) -> None:
-        """In-process mode: the worker's distributed state lives in this process; tear it down for the next."""
-        try:
-            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-            destroy_model_parallel()
-            destroy_distributed_environment()
-        except Exception as exc:  # pragma: no cover (depends on the vLLM build)
-            notes.append(f"in-process teardown: {type(exc).__name__}: {exc}")
+                          killed, time.perf_counter() - t0, released, tuple(notes))
 
     # -- the Engine protocol (toolkit.engines.base) ----------------------------------------------------------
     @property

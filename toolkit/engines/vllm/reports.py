@@ -1,6 +1,6 @@
 """What the real engines report back: views that hold plain data only, never a reference to the engine.
 
-Kept apart from ``vllm_engine`` so that holding a report (``Out[]``, ``_``) can never keep an engine alive,
+Kept apart from ``engine`` so that holding a report (``Out[]``, ``_``) can never keep an engine alive,
 and so the engine module stays about the engine's lifecycle.
 """
 

@@ -14,7 +14,7 @@ define the two operator *schemas* (no kernels), so the fake registrations succee
 (``_assert_has_ops``). Nothing else changes.
 
 Confinement (never applied on NPU/CUDA hosts):
-* it is installed only by ``scripts/setup_cpu_engine.sh`` (``python -m toolkit.engines.vllm.cpu_env install``),
+* it is installed only by ``scripts/setup_cpu_engine.sh`` (``python -m toolkit.engines.vllm._cpu_env install``),
   into that virtual environment's site-packages, as a copy of this file plus a ``.pth`` line;
 * ``install`` refuses unless the environment's torch is a ``+cpu`` build;
 * at start-up, ``activate`` does nothing unless torch's distribution version ends in ``+cpu``; the hook
@@ -159,7 +159,7 @@ def check() -> str:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m toolkit.engines.vllm.cpu_env", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m toolkit.engines.vllm._cpu_env", description=__doc__.split("\n")[0])
     p.add_argument("action", choices=("install", "uninstall", "check"))
     args = p.parse_args(argv)
     if args.action == "install":
