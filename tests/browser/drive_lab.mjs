@@ -74,11 +74,172 @@ function sampleLiveFigure() {
         window.__memlabInspectorAt = Date.now();
       }
     }
+    // the live figure's light frames (an inline SVG drawn kernel-side while the run goes)
+    for (const f of document.querySelectorAll('.memlab-live-frame')) {
+      const n = Number(f.dataset.points || 0);
+      const seenSoFar = window.__memlabLengths;
+      if (String(f.dataset.title || '').startsWith('Memory per request') && f.querySelector('svg polyline')
+          && n > 0 && seenSoFar[seenSoFar.length - 1] !== n) {
+        seenSoFar.push(n);
+        window.__memlabLengthTimes.push(Date.now());
+        (window.__memlabFrameTitles ||= []).push(f.dataset.title);
+      }
+    }
   }, 10);
+}
+
+// Page-side milestones (wall clock, ms), recorded inside the page by a MutationObserver and a trap on
+// window.Plotly, for the breakdown of the time from a cell's start to its first point on screen.
+function markMilestones() {
+  const m = window.__memlabMarks = {};
+  const mark = (k) => { if (!m[k]) m[k] = Date.now(); };
+  const log = window.__memlabLog = [];  // [time, what, detail]
+  let plotly;
+  const wrap = (obj, name) => {
+    const f = obj[name];
+    if (typeof f !== 'function') return;
+    obj[name] = function (...a) {
+      const t = Date.now();
+      const title = String((a[2] && a[2].title && (a[2].title.text || a[2].title)) || '').slice(0, 24);
+      const r = f.apply(this, a);
+      log.push([t, `Plotly.${name}`, title, Date.now() - t]);
+      if (r && r.then) r.then(() => log.push([Date.now(), `Plotly.${name} done`, title]));
+      return r;
+    };
+  };
+  try {
+    Object.defineProperty(window, 'Plotly', { configurable: true, get: () => plotly,
+      set: (v) => { plotly = v; mark('plotlyDefined'); if (v) { wrap(v, 'newPlot'); wrap(v, 'react'); } } });
+  } catch (_) { /* already defined */ }
+  // kernel messages as the page's event loop received them
+  const Native = window.WebSocket;
+  const dec = new TextDecoder();
+  window.WebSocket = class extends Native {
+    constructor(...a) {
+      super(...a);
+      this.addEventListener('message', (e) => {
+        const d = e.data;
+        const s = typeof d === 'string' ? d.slice(0, 20000)
+          : (d instanceof ArrayBuffer ? dec.decode(new Uint8Array(d, 0, Math.min(20000, d.byteLength))) : '');
+        const type = (s.match(/"msg_type":\s*"([a-z_]+)"/) || [])[1];
+        if (!type || /^(status|kernel_info_reply|comm_info_reply)$/.test(type)) return;
+        const tag = /MEMLAB_T0/.test(s) ? 'T0' : /MEMLAB_T1/.test(s) ? 'T1' : /vnd\.plotly/.test(s) ? 'plotly'
+          : /memlab-live-frame/.test(s) ? 'frame' : '';
+        log.push([Date.now(), `ws ${type}`, tag, typeof d === 'string' ? d.length : d.byteLength]);
+      });
+    }
+  };
+  try {
+    new PerformanceObserver((l) => { for (const e of l.getEntries()) {
+      log.push([Math.round(performance.timeOrigin + e.startTime), 'longtask', '', Math.round(e.duration)]);
+    } }).observe({ type: 'longtask', buffered: true });
+  } catch (_) { /* no long tasks API */ }
+  const cell = (n) => document.querySelector(`.jp-Notebook .jp-Cell:nth-child(${n})`);
+  const check = () => {
+    const c2 = cell(2);
+    if (c2) {
+      if (c2.querySelector('.jp-OutputArea-output')) mark('liveOutputArea');
+      if (c2.querySelector('.widget-output, .jupyter-widgets')) mark('liveWidgetView');
+      if (c2.querySelector('.js-plotly-plot')) mark('livePlotDiv');
+      if (c2.querySelector('.js-plotly-plot .scatterlayer .trace')) mark('liveTrace');
+      if (c2.querySelector('.memlab-live-frame svg polyline')) mark('liveFirstFrame');
+    }
+    const c3 = cell(3);
+    if (c3) {
+      if (c3.querySelector('.jp-OutputArea-output')) mark('inspOutputArea');
+      if (c3.querySelector('.widget-vbox, .jupyter-widgets')) mark('inspWidgetView');
+      if (c3.querySelector('.js-plotly-plot')) mark('inspPlotDiv');
+      if (c3.querySelector('.js-plotly-plot .bars path')) mark('inspBars');
+    }
+  };
+  new MutationObserver(check).observe(document, { childList: true, subtree: true });
+}
+
+// Kernel messages as the page received them (websocket frames), and the page's script loads.
+function watchWire(page) {
+  const wire = seen.wire = [];
+  const note = (dir, payload) => {
+    const s = typeof payload === 'string' ? payload : Buffer.from(payload).toString('latin1');
+    const type = (s.match(/"msg_type":\s*"([a-z_]+)"/) || [])[1];
+    if (!type || /^(status|kernel_info_reply|kernel_info_request|comm_info_request|comm_info_reply)$/.test(type)) return;
+    const tag = /MEMLAB_T0/.test(s) ? 'T0' : /MEMLAB_T1/.test(s) ? 'T1' : /vnd\.plotly/.test(s) ? 'plotly'
+      : /memlab-live-frame/.test(s) ? 'frame' : '';
+    wire.push([Date.now(), dir, type, tag, s.length]);
+  };
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => note('>', f.payload));
+    ws.on('framereceived', (f) => note('<', f.payload));
+  });
+  const scripts = seen.scripts = [];
+  page.on('requestfinished', async (req) => {
+    const url = req.url();
+    if (!/\.js(\?|$)/.test(url)) return;
+    const t = Date.now();
+    let bytes = 0;
+    try { bytes = (await req.sizes()).responseBodySize; } catch (_) { /* gone */ }
+    scripts.push([t, url.replace(/^https?:\/\/[^/]+/, '').replace(/\?.*$/, ''), bytes]);
+  });
+}
+
+// Self time (ms) per function and per script in the first 1.5 s after each cell's start (diagnosis).
+function summarizeProfile(profile, cellT0, cellT1) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  let t = profile.startTime;
+  const out = {};
+  const windows = { live: cellT0, inspector: cellT1 };
+  for (const [name, w0] of Object.entries(windows)) out[name] = { fn: {}, url: {} };
+  profile.samples.forEach((id, i) => {
+    t += profile.timeDeltas[i];
+    const wall = seen.profStart + (t - profile.startTime) / 1000;
+    const dt = (profile.timeDeltas[i + 1] || 0) / 1000;
+    const cf = byId.get(id).callFrame;
+    const url = (cf.url || '(native)').split('/').slice(-1)[0].replace(/\?.*$/, '');
+    const fn = `${cf.functionName || '(anon)'} ${url}:${cf.lineNumber}`;
+    for (const [name, w0] of Object.entries(windows)) {
+      if (w0 && wall >= w0 && wall < w0 + 1500) {
+        out[name].fn[fn] = (out[name].fn[fn] || 0) + dt;
+        out[name].url[url] = (out[name].url[url] || 0) + dt;
+      }
+    }
+  });
+  const top = (o, n) => Object.entries(o).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, Math.round(v)]);
+  for (const name of Object.keys(out)) out[name] = { fn: top(out[name].fn, 30), url: top(out[name].url, 12) };
+  return out;
+}
+
+// Milestones relative to the cell's start (kernel clock = page clock: same machine), for the report.
+function breakdown(cellT0, cellT1) {
+  if (!cellT0) return null;
+  const rel = (t, base) => (t ? t - base : null);
+  const out = { pageOpenToCellStart: cellT0 - seen.pageOpened, kernelIdleToCellStart: cellT0 - seen.kernelIdle };
+  for (const [k, t] of Object.entries(seen.marks || {})) {
+    out[k] = rel(t, k.startsWith('insp') ? cellT1 : (k === 'plotlyDefined' ? seen.pageOpened : cellT0));
+  }
+  const firstMsg = (pred) => (seen.wire || []).find(pred);
+  const sent = firstMsg((w) => w[1] === '>' && w[2] === 'execute_request');
+  const t0msg = firstMsg((w) => w[3] === 'T0');
+  const liveMsg = firstMsg((w) => w[1] === '<' && w[0] >= cellT0 && /display_data|comm_open|comm_msg|update_display_data/.test(w[2]));
+  const plotlyMsg = firstMsg((w) => w[1] === '<' && w[0] >= cellT0 && (w[3] === 'plotly' || w[3] === 'frame'));
+  const t1msg = firstMsg((w) => w[3] === 'T1');
+  const inspPlotly = firstMsg((w) => w[1] === '<' && cellT1 && w[0] >= cellT1 && w[3] === 'plotly');
+  Object.assign(out, { firstExecuteSentToCellStart: sent ? cellT0 - sent[0] : null,
+    t0StreamReceived: t0msg ? t0msg[0] - cellT0 : null,
+    firstLiveMsgReceived: liveMsg ? [liveMsg[0] - cellT0, liveMsg[2]] : null,
+    firstFigureMsgReceived: plotlyMsg ? [plotlyMsg[0] - cellT0, plotlyMsg[2], plotlyMsg[4]] : null,
+    t1StreamReceived: t1msg && cellT1 ? t1msg[0] - cellT1 : null,
+    inspFirstFigureMsgReceived: inspPlotly ? [inspPlotly[0] - cellT1, inspPlotly[2], inspPlotly[4]] : null });
+  out.scriptsAfterCellStart = (seen.scripts || []).filter((s) => s[0] >= cellT0 - 500)
+    .map((s) => [s[0] - cellT0, s[1].split('/').slice(-2).join('/'), s[2]]);
+  out.bigScripts = (seen.scripts || []).filter((s) => s[2] > 300000)
+    .map((s) => [s[0] - seen.pageOpened, s[1].split('/').slice(-2).join('/'), s[2]]);
+  return out;
 }
 
 async function lab(page) {
   await page.addInitScript(sampleLiveFigure);
+  await page.addInitScript(markMilestones);
+  watchWire(page);
+  seen.pageOpened = Date.now();
   step = 'open JupyterLab';
   await page.goto(args.url, { waitUntil: 'domcontentloaded', timeout: T });
   await page.locator('.jp-Notebook').first().waitFor({ state: 'visible', timeout: T });
@@ -96,10 +257,19 @@ async function lab(page) {
     } else idleSince = 0;
     await page.waitForTimeout(250);
   }
+  seen.kernelIdle = Date.now();
   step = 'Run > Run All Cells';
   await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Run$/ }).click();
   await page.locator('.lm-Menu-itemLabel', { hasText: /^Run All Cells$/ }).click();
 
+  let cdp = null;
+  if (args.profile) {  // diagnosis only (MEMLAB_BROWSER_PROFILE=1): a CPU profile of the page while the cells run
+    cdp = await page.context().newCDPSession(page);
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
+    seen.profStart = Date.now();
+    await cdp.send('Profiler.start');
+  }
   // While the simulated run goes, the in-page sampler records the live figure's length as it grows.
   step = 'live figure';
   const t0 = Date.now();
@@ -114,6 +284,8 @@ async function lab(page) {
   }
   if (!done) fail('the notebook did not finish (no MEMLAB_NOTEBOOK_DONE in the outputs)');
   seen.liveLengths = await page.evaluate(() => window.__memlabLengths);
+  seen.frameTitles = await page.evaluate(() => Array.from(new Set(window.__memlabFrameTitles || [])));
+  if (seen.frameTitles.some((t) => !t.includes('simulated'))) fail(`a live frame is not labelled simulated: ${seen.frameTitles}`);
   const outputs = (await page.locator('.jp-OutputArea-output').allInnerTexts()).join('\n');
   const stamp = (key) => { const m = outputs.match(new RegExp(`${key} (\\d+)`)); return m ? Number(m[1]) : null; };
   const [times, inspectorAt] = await page.evaluate(() => [window.__memlabLengthTimes, window.__memlabInspectorAt]);
@@ -123,6 +295,12 @@ async function lab(page) {
   seen.timing = { firstLiveMs: cellT0 && times.length ? times[0] - cellT0 : null,
     liveDoneMs: cellT0 && times.length ? times[times.length - 1] - cellT0 : null, liveUpdates: times.length,
     inspectorMs: cellT1 && inspectorAt ? inspectorAt - cellT1 : null };
+  if (cdp) seen.profile = summarizeProfile((await cdp.send('Profiler.stop')).profile, cellT0, cellT1);
+  seen.marks = await page.evaluate(() => window.__memlabMarks);
+  seen.pageLog = await page.evaluate(() => window.__memlabLog);
+  seen.cellT0 = cellT0;
+  seen.cellT1 = cellT1;
+  seen.breakdown = breakdown(cellT0, cellT1);
   const js = outputs.match(/MEMLAB_JS (\d+) (\d+)/);
   seen.figureWidgets = js ? { count: Number(js[1]), esmBytes: Number(js[2]) } : null;
   seen.notebookDone = (outputs.match(/MEMLAB_NOTEBOOK_DONE[^\n]*/) || [''])[0].trim();

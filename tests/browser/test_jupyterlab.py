@@ -162,13 +162,19 @@ def _drive(mode: str, payload: dict[str, object], timeout_s: int = 420) -> dict[
 def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) -> None:
     try:
         seen = _drive("lab", {"url": jupyterlab["url"], "artifacts": str(ARTIFACTS), "expectRequests": N_REQUESTS,
-                              "expectTraces": N_TRACES, "timeoutMs": 240000})
+                              "expectTraces": N_TRACES, "timeoutMs": 240000,
+                              "profile": os.environ.get("MEMLAB_BROWSER_PROFILE") == "1"})
     except pytest.fail.Exception:
         log = Path(str(jupyterlab["log"])).read_text()[-2000:]
         print(f"JupyterLab log (tail):\n{log}")
         raise
     timing, fws = seen["timing"], seen["figureWidgets"]
     print(f"timing (ms from the cell's start): {timing}; FigureWidgets: {fws}")
+    print(f"page-side breakdown (ms; load average {os.getloadavg()[0]:.2f}): {json.dumps(seen.get('breakdown'))}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "jupyterlab-timing.json").write_text(json.dumps(
+        {k: seen.get(k) for k in ("timing", "breakdown", "marks", "wire", "scripts", "liveLengths",
+                                          "pageLog", "cellT0", "cellT1", "profile")}, indent=1))
     assert fws == {"count": 0, "esmBytes": 0}, "a FigureWidget ships its own plotly.js: use plotly outputs"
     assert timing["firstLiveMs"] is not None and timing["firstLiveMs"] <= FIRST_LIVE_POINT_MAX_MS, timing
     assert timing["inspectorMs"] is not None and timing["inspectorMs"] <= INSPECTOR_SHOWN_MAX_MS, timing
