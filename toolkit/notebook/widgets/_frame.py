@@ -37,7 +37,8 @@ def _fmt(v: float) -> str:
 
 
 def _panel(out: list[str], top: float, height: float, x: np.ndarray, series: Sequence[tuple[str, np.ndarray]],
-           x_max: float, lines: Sequence[tuple[float, str]], failed: Sequence[MemorySample], label: str) -> None:
+           x_max: float, lines: Sequence[tuple[float, str]], failed: Sequence[MemorySample], label: str,
+           marker_x: int | None = None) -> None:
     """One panel: axes box, y ticks (GiB), the series as polylines, reference lines, failure markers."""
     ys = [y for _m, y in series if y.size]
     values = [float(y.min()) for y in ys] + [float(y.max()) for y in ys] + [v for v, _c in lines]
@@ -71,6 +72,10 @@ def _panel(out: list[str], top: float, height: float, x: np.ndarray, series: Seq
             pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, py(y)))
             out.append(f'<polyline points="{pts}" fill="none" stroke="{style.get("color", "#333")}" '
                        f'stroke-width="1.6"{f" stroke-dasharray={chr(34)}{dash}{chr(34)}" if dash else ""}/>')
+    if marker_x is not None:
+        mx = float(px(np.array([float(marker_x)]))[0])
+        out.append(f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{top:.1f}" y2="{top + height:.1f}" stroke="black" '
+                   'stroke-width="1.5"/>')
     for s in failed:
         cx = float(px(np.array([float(s.request_index)]))[0])
         cy = float(py(np.array([s.reserved_bytes / GiB]))[0])
@@ -80,7 +85,9 @@ def _panel(out: list[str], top: float, height: float, x: np.ndarray, series: Seq
 
 def live_frame_html(run: Run, columns: Mapping[int, tuple[Sequence[int], Mapping[str, Sequence[int]]]],
                     failed: Mapping[int, Sequence[MemorySample]], *, metrics: Sequence[str],
-                    ranks: Sequence[int], budget_bytes: int | None = None, note: str = "") -> str:
+                    ranks: Sequence[int], budget_bytes: int | None = None, note: str = "",
+                    title: str | None = None, marker_x: int | None = None, css_class: str = FRAME_CLASS,
+                    max_width_px: int = 1000, panel_px: float = 150.0) -> str:
     """The frame as HTML: ``plot_run``'s title (so "simulated" shows), a legend, and per rank the memory
     panel and (as in ``plot_run``) a smaller non-torch panel. ``columns``: per rank, the request indices
     and per metric the byte values (``LiveFigure``'s columns, extended as samples arrive)."""
@@ -94,7 +101,7 @@ def live_frame_html(run: Run, columns: Mapping[int, tuple[Sequence[int], Mapping
         lines.append((budget / GiB, "#ff7f0e"))
     x_max = max([max(columns[r][0]) for r in ranks if columns.get(r) and columns[r][0]] + [1])
     n_points = max([len(columns[r][0]) for r in ranks if r in columns] + [0])
-    panel_h, lower_h, gap = 150.0, 60.0, 22.0
+    panel_h, lower_h, gap = panel_px, 60.0, 22.0
     body: list[str] = []
     top = 16.0
     for r in ranks:
@@ -102,11 +109,11 @@ def live_frame_html(run: Run, columns: Mapping[int, tuple[Sequence[int], Mapping
         x = np.asarray(x_list, dtype=np.int64)
         head = f"rank {r}" if len(ranks) > 1 else "memory"
         _panel(body, top, panel_h, x, [(m, np.asarray(values.get(m, ()), dtype=np.float64) / GiB) for m in upper],
-               x_max, lines, failed.get(r, ()), head)
+               x_max, lines, failed.get(r, ()), head, marker_x)
         top += panel_h + gap
         if lower:
             _panel(body, top, lower_h, x, [(m, np.asarray(values.get(m, ()), dtype=np.float64) / GiB)
-                                            for m in lower], x_max, (), (), "non-torch")
+                                            for m in lower], x_max, (), (), "non-torch", marker_x)
             top += lower_h + gap
     body.append(f'<text x="{_LEFT}" y="{top + 2:.1f}">0</text>'
                 f'<text x="{_W - _RIGHT}" y="{top + 2:.1f}" text-anchor="end">request {x_max}</text>')
@@ -116,10 +123,10 @@ def live_frame_html(run: Run, columns: Mapping[int, tuple[Sequence[int], Mapping
         f'border-top:2px {"dotted" if _METRIC_STYLE.get(m, {}).get("dash") == "dot" else "dashed" if _METRIC_STYLE.get(m, {}).get("dash") else "solid"} '
         f'{_METRIC_STYLE.get(m, {}).get("color", "#333")};vertical-align:middle"></span> '
         f'{html.escape(METRIC_LABELS.get(m, m))}</span>' for m in metrics)
-    title = _run_title("Memory per request", run)
+    title = _run_title("Memory per request", run) if title is None else title
     note_html = f'<div style="color:#888;font-size:11px">{html.escape(note)}</div>' if note else ""
-    return (f'<div class="{FRAME_CLASS}" data-points="{n_points}" data-title="{html.escape(title)}" '
-            'style="font-family:sans-serif;max-width:1000px">'
+    return (f'<div class="{css_class}" data-points="{n_points}" data-title="{html.escape(title)}" '
+            f'style="font-family:sans-serif;max-width:{max_width_px}px">'
             f'<div style="font-size:15px">{title}</div>'
             f'<div style="font-size:12px;margin:2px 0">{legend}</div>'
             f'<svg viewBox="0 0 {_W} {height:.0f}" width="100%" style="max-height:{height * 1.1:.0f}px" '
