@@ -155,21 +155,8 @@ function markMilestones() {
   new MutationObserver(check).observe(document, { childList: true, subtree: true });
 }
 
-// Kernel messages as the page received them (websocket frames), and the page's script loads.
-function watchWire(page) {
-  const wire = seen.wire = [];
-  const note = (dir, payload) => {
-    const s = typeof payload === 'string' ? payload : Buffer.from(payload).toString('latin1');
-    const type = (s.match(/"msg_type":\s*"([a-z_]+)"/) || [])[1];
-    if (!type || /^(status|kernel_info_reply|kernel_info_request|comm_info_request|comm_info_reply)$/.test(type)) return;
-    const tag = /MEMLAB_T0/.test(s) ? 'T0' : /MEMLAB_T1/.test(s) ? 'T1' : /vnd\.plotly/.test(s) ? 'plotly'
-      : /memlab-live-frame/.test(s) ? 'frame' : '';
-    wire.push([Date.now(), dir, type, tag, s.length]);
-  };
-  page.on('websocket', (ws) => {
-    ws.on('framesent', (f) => note('>', f.payload));
-    ws.on('framereceived', (f) => note('<', f.payload));
-  });
+// The page's script loads (when each finished, its size): plotly.js is a 4.8 MB chunk of jupyterlab-plotly.
+function watchScripts(page) {
   const scripts = seen.scripts = [];
   page.on('requestfinished', async (req) => {
     const url = req.url();
@@ -207,38 +194,39 @@ function summarizeProfile(profile, cellT0, cellT1) {
   return out;
 }
 
-// Milestones relative to the cell's start (kernel clock = page clock: same machine), for the report.
+// Milestones relative to the cell's start (kernel clock = page clock: same machine), for the report: DOM
+// marks, the first kernel messages as the page's event loop got them, Plotly.react calls, long tasks.
 function breakdown(cellT0, cellT1) {
   if (!cellT0) return null;
-  const rel = (t, base) => (t ? t - base : null);
-  const out = { pageOpenToCellStart: cellT0 - seen.pageOpened, kernelIdleToCellStart: cellT0 - seen.kernelIdle };
+  const out = { pageOpenToCellStart: cellT0 - seen.pageOpened };
   for (const [k, t] of Object.entries(seen.marks || {})) {
-    out[k] = rel(t, k.startsWith('insp') ? cellT1 : (k === 'plotlyDefined' ? seen.pageOpened : cellT0));
+    out[k] = t - (k.startsWith('insp') ? cellT1 : cellT0);
   }
-  const firstMsg = (pred) => (seen.wire || []).find(pred);
-  const sent = firstMsg((w) => w[1] === '>' && w[2] === 'execute_request');
-  const t0msg = firstMsg((w) => w[3] === 'T0');
-  const liveMsg = firstMsg((w) => w[1] === '<' && w[0] >= cellT0 && /display_data|comm_open|comm_msg|update_display_data/.test(w[2]));
-  const plotlyMsg = firstMsg((w) => w[1] === '<' && w[0] >= cellT0 && (w[3] === 'plotly' || w[3] === 'frame'));
-  const t1msg = firstMsg((w) => w[3] === 'T1');
-  const inspPlotly = firstMsg((w) => w[1] === '<' && cellT1 && w[0] >= cellT1 && w[3] === 'plotly');
-  Object.assign(out, { firstExecuteSentToCellStart: sent ? cellT0 - sent[0] : null,
-    t0StreamReceived: t0msg ? t0msg[0] - cellT0 : null,
-    firstLiveMsgReceived: liveMsg ? [liveMsg[0] - cellT0, liveMsg[2]] : null,
-    firstFigureMsgReceived: plotlyMsg ? [plotlyMsg[0] - cellT0, plotlyMsg[2], plotlyMsg[4]] : null,
-    t1StreamReceived: t1msg && cellT1 ? t1msg[0] - cellT1 : null,
-    inspFirstFigureMsgReceived: inspPlotly ? [inspPlotly[0] - cellT1, inspPlotly[2], inspPlotly[4]] : null });
-  out.scriptsAfterCellStart = (seen.scripts || []).filter((s) => s[0] >= cellT0 - 500)
-    .map((s) => [s[0] - cellT0, s[1].split('/').slice(-2).join('/'), s[2]]);
-  out.bigScripts = (seen.scripts || []).filter((s) => s[2] > 300000)
-    .map((s) => [s[0] - seen.pageOpened, s[1].split('/').slice(-2).join('/'), s[2]]);
+  const log = (seen.pageLog || []).slice().sort((a, b) => a[0] - b[0]);
+  const first = (from, pred) => { const e = log.find((x) => x[0] >= from && pred(x)); return e ? e[0] - from : null; };
+  const within = (from, to) => log.filter((x) => x[0] >= from && x[0] < to);
+  const end1 = cellT1 || Infinity;
+  Object.assign(out, {
+    live: { firstMessage: first(cellT0, (x) => x[1].startsWith('ws ')),
+      firstFrameMessage: first(cellT0, (x) => x[2] === 'frame'),
+      firstPlotlyMessage: first(cellT0, (x) => x[2] === 'plotly'),
+      longTasks: within(cellT0, end1).filter((x) => x[1] === 'longtask').map((x) => [x[0] - cellT0, x[3]]),
+      plotlyReact: within(cellT0, end1).filter((x) => x[1] === 'Plotly.react').map((x) => [x[0] - cellT0, x[2], x[3]]) },
+  });
+  if (cellT1) {
+    out.inspector = { stateFigureMessage: first(cellT1, (x) => x[2] === 'plotly'),
+      longTasks: within(cellT1, cellT1 + 3000).filter((x) => x[1] === 'longtask').map((x) => [x[0] - cellT1, x[3]]),
+      plotlyReact: within(cellT1, cellT1 + 3000).filter((x) => x[1] === 'Plotly.react').map((x) => [x[0] - cellT1, x[2], x[3]]) };
+  }
+  out.bigScripts = (seen.scripts || []).filter((x) => x[2] > 300000)
+    .map((x) => [x[0] - seen.pageOpened, x[1].split('/').slice(-2).join('/'), x[2]]);
   return out;
 }
 
 async function lab(page) {
   await page.addInitScript(sampleLiveFigure);
   await page.addInitScript(markMilestones);
-  watchWire(page);
+  watchScripts(page);
   seen.pageOpened = Date.now();
   step = 'open JupyterLab';
   await page.goto(args.url, { waitUntil: 'domcontentloaded', timeout: T });
