@@ -42,16 +42,17 @@ N_REQUESTS = 144  # 48 photos sent three times: enough simulated requests (~2-4 
 TP = 2  # the seed scenario's tensor_parallel_size
 N_TRACES = TP * (len(MEMORY_METRICS) + 1)  # per rank: the memory metrics + the failure markers (plot_run)
 # Times from a cell's start to the page (issue 16), in a fresh page: goal 1.5 s for both. Measured here on
-# the loaded 2-core machine (load average 2.0-3.5, 2026-12-02, several runs): first live point 0.15-0.40 s
-# (a light SVG frame: no plotly.js on that path), inspector 0.85-1.3 s (its allocator figure's first paint,
-# while the page still draws the live figure's final plotly version). Before: 2.1-3.3 s and 1.4-2.2 s
-# (plotly.js evaluated on the first live render: one 1.6-2.0 s long task), and before that 12.9 s and
-# 6.4-8.1 s (a FigureWidget each). Asserted: the goal itself for the first point (3.7x over the worst run);
-# 1.5 s + 0.5 s of margin for the inspector (1.5x over the worst run), so a return of plotly.js on the
-# first point's path, a FigureWidget or automargin in the allocator view fails.
+# the loaded 2-core machine (load average 2.0-4.0, 2026-12-02, 13 runs): first live point 145-380 ms
+# (median 228; a light SVG frame, no plotly.js on that path), inspector 785-1851 ms (median 1174; its
+# allocator figure's first paint, while the page still draws the live figure's final plotly version; the
+# worst run was one where the live figure's throttle, since fixed, delayed the plotly.js preload). Before
+# this: 2.1-3.3 s and 1.4-2.2 s (plotly.js evaluated on the first live render: one 1.6-2.0 s long task);
+# before that 12.9 s and 6.4-8.1 s (a FigureWidget each). Asserted: the goal itself for the first point
+# (3.9x over the worst run); for the inspector the goal + 1 s (1.35x over the worst run, 2.1x over the
+# median): plotly.js back on the first point's path, or a FigureWidget, fails.
 FIRST_LIVE_POINT_MAX_MS = 1500
-INSPECTOR_SHOWN_MAX_MS = 2000
-MIN_LIVE_UPDATES = 3  # partial lengths the page showed while the run went (measured 3-12)
+INSPECTOR_SHOWN_MAX_MS = 2500
+MIN_LIVE_UPDATES = 3  # partial lengths the page showed while the run went (measured 3-10, 21-28 since the throttle fix)
 
 pytestmark = [
     pytest.mark.slow,
