@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+PRELOAD_KIND = "memlab-plotly-preload"  # layout.meta.kind: what a reader of the outputs skips
 _WARMUP_FIGURE: dict[str, Any] = {
     "data": [],
     "layout": {"width": 10, "height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0, "pad": 0},
                "xaxis": {"visible": False}, "yaxis": {"visible": False}, "showlegend": False,
-               "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"},
+               "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+               "meta": {"kind": PRELOAD_KIND}},
     "config": {"displayModeBar": False, "staticPlot": True},
 }
 
