@@ -322,6 +322,15 @@ async function lab(page) {
   };
   const first = await waitTitle(/after request 5,/, 'initial request');
   if (first.bars === 0) fail('allocator plot rendered no bars');
+  // the overview beside the statistics: the rank's memory as an inline SVG, a line at the request shown
+  const overview = async () => page.evaluate(() => {
+    const f = document.querySelector('.memlab-overview');
+    return f && { title: f.dataset.title, points: Number(f.dataset.points), lines: f.querySelectorAll('polyline').length };
+  });
+  seen.overview = await overview();
+  if (!seen.overview || seen.overview.lines === 0 || !/request 5 — simulated/.test(seen.overview.title)) {
+    fail(`inspector overview: ${JSON.stringify(seen.overview)}`);
+  }
   seen.inspectorStart = first;
   const slider = page.locator('.widget-slider .noUi-handle, .widget-slider [role="slider"]').first();
   await slider.scrollIntoViewIfNeeded();
@@ -347,6 +356,8 @@ async function lab(page) {
   step = 'next button';
   await page.getByRole('button', { name: 'next ▶' }).click();
   seen.afterNext = await waitTitle(/after request 1,/, 'after next');
+  const ov1 = await overview();
+  if (!ov1 || !/request 1 — simulated/.test(ov1.title)) fail(`overview after next: ${JSON.stringify(ov1)}`);
   await shot(page, 'jupyterlab-inspector-request-1.png');
   const inspectorOut = page.locator('.jp-Cell:nth-child(3) .jp-OutputArea').first();
   await inspectorOut.scrollIntoViewIfNeeded();
