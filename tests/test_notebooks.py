@@ -34,6 +34,7 @@ EXPECTED = ("01_quickstart", "02_multimodal_oom", "03_conf_sweep", "04_replay_wh
 CELL_TIMEOUT_S = 300
 TRACE_NAME = "cuda-transformer-forward-a.pickle"
 PLOTLY = "application/vnd.plotly.v1+json"
+PRELOAD_KIND = "memlab-plotly-preload"  # toolkit/notebook/_preload.py
 WIDGET = "application/vnd.jupyter.widget-view+json"
 SEED_LABELS = ("default", "expandable_segments:True", "max_split_size_mb:256",
                "garbage_collection_threshold:0.8 (fraction 1)")
@@ -131,7 +132,9 @@ def all_text(nb: nbformat.NotebookNode) -> str:
 
 
 def figures(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    return [o["data"][PLOTLY] for _, o in outputs(nb) if PLOTLY in o.get("data", {})]
+    """The plotly figures, less the empty one ``%load_ext toolkit`` shows to get plotly.js loaded early."""
+    return [o["data"][PLOTLY] for _, o in outputs(nb) if PLOTLY in o.get("data", {})
+            and (o["data"][PLOTLY].get("layout", {}).get("meta") or {}).get("kind") != PRELOAD_KIND]
 
 
 def title(fig: Mapping[str, Any]) -> str:

@@ -130,6 +130,129 @@ def test_live_figure_static_mode_redraws_a_plain_figure() -> None:
     assert live.figure().to_json() == fig.to_json()
 
 
+class _Handle:
+    def __init__(self, first: dict[str, Any]) -> None:
+        self.bundles = [first]
+
+    def update(self, bundle: dict[str, Any], raw: bool = False) -> None:
+        assert raw
+        self.bundles.append(bundle)
+
+
+def _shown_through_a_handle(live: LiveFigure, monkeypatch: pytest.MonkeyPatch) -> list[_Handle]:
+    """Display ``live`` as a kernel without ipywidgets would: through a display handle (captured)."""
+    import toolkit.notebook.widgets._display as display_mod
+    import toolkit.notebook.widgets._live as live_mod
+
+    handles: list[_Handle] = []
+
+    def fake_display(obj: Any, *, display_id: bool = False, raw: bool = False) -> _Handle:
+        handles.append(_Handle(obj))
+        return handles[-1]
+
+    monkeypatch.setattr(live_mod, "widgets_available", lambda: False)
+    monkeypatch.setattr(live_mod, "_display", fake_display)
+    monkeypatch.setattr(live_mod, "show_figure", lambda fig, display_id=False: fake_display(
+        display_mod.figure_bundle(fig), display_id=display_id, raw=True))
+    live._ipython_display_()
+    return handles
+
+
+def test_live_figure_draws_light_frames_while_the_run_goes_then_plotly(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(12, ranks=(0, 1))
+    live = LiveFigure(run.with_samples(()), ranks=(0, 1), interval_s=0, max_overhead=1.0)
+    (handle,) = _shown_through_a_handle(live, monkeypatch)
+    for s in run.samples:
+        live.append(s)
+        time.sleep(0.002)  # the throttle waits a frame's cost (max_overhead=1): let each sample through
+    frames = [b for b in handle.bundles if "text/html" in b]
+    assert len(frames) >= 3 and frames == handle.bundles  # no plotly before the run ends
+    assert all('class="memlab-live-frame"' in b["text/html"] and "simulated" in b["text/html"] for b in frames)
+    assert 'data-points="0"' in frames[0]["text/html"] and 'data-points="12"' in frames[-1]["text/html"]
+    assert frames[-1]["text/html"].count("<polyline") == 2 * len(MEMORY_METRICS)  # per rank, per metric
+    live.finish(run)
+    final = handle.bundles[-1]["application/vnd.plotly.v1+json"]
+    assert "simulated" in final["layout"]["title"]["text"] and len(final["data"]) == 2 * PER_RANK
+    assert live.plotly_frames == 1 and live.light_frames == len(frames)
+
+
+def test_live_figure_plotly_after_s_zero_draws_plotly_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(4)
+    live = LiveFigure(run.with_samples(()), interval_s=0, max_overhead=1.0, plotly_after_s=0)
+    (handle,) = _shown_through_a_handle(live, monkeypatch)
+    live.append(*run.samples)
+    assert all("application/vnd.plotly.v1+json" in b for b in handle.bundles) and live.light_frames == 0
+
+
+def test_live_figure_throttle_counts_cpu_time_not_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame that took wall time without CPU (a loaded machine) must not hold the next one back."""
+    run = make_run(5)
+    live = LiveFigure(run.with_samples(()), interval_s=0, max_overhead=0.05)
+    _shown_through_a_handle(live, monkeypatch)
+    monkeypatch.setattr(live, "_show_light", lambda: time.sleep(0.03))  # 30 ms waiting = 0.6 s by wall time
+    for s in run.samples:
+        live.append(s)
+        time.sleep(0.005)
+    assert live.flushes == 5  # by wall time: 1 (the next one 0.6 s later)
+
+
+def test_live_figure_preloads_plotly_once_after_the_first_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+
+    import toolkit.notebook._preload as preload
+    import toolkit.notebook.widgets._live as live_mod
+
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    monkeypatch.setattr(preload, "_in_kernel", lambda: True)
+    monkeypatch.setattr(live_mod, "_PRELOAD_DELAY_S", 0.0)
+
+    class _Out:
+        def clear_output(self, wait: bool = False) -> None:
+            shown.append("clear")
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: Any) -> None:
+            return None
+
+    run = make_run(6)
+    live = LiveFigure(run.with_samples(()), interval_s=0, max_overhead=1.0)
+    live._out, live._shown_at = _Out(), time.perf_counter()
+    for s in run.samples:
+        live.append(s)
+    preloads = [o for o in shown if isinstance(o, dict) and "application/vnd.plotly.v1+json" in o]
+    assert len(preloads) == 1
+    fig = preloads[0]["application/vnd.plotly.v1+json"]
+    assert fig["data"] == [] and fig["layout"]["meta"]["kind"] == preload.PRELOAD_KIND
+
+
+def test_preload_outside_a_kernel_does_nothing() -> None:
+    from toolkit.notebook._preload import preload_plotly
+
+    assert preload_plotly() is False
+
+
+def test_allocator_view_sizes_its_margin_instead_of_automargin() -> None:
+    from toolkit.viz.plots import plot_allocator_state, segment_label_margin
+
+    _, snap, _ = sim_snapshot()
+    fig = plot_allocator_state(snap)
+    labels = list(fig.layout.yaxis.categoryarray)
+    assert fig.layout.yaxis.automargin is False and fig.layout.margin.l == segment_label_margin(labels)
+    assert segment_label_margin(labels) >= 48 + 6 * max(len(x) for x in labels)
+
+
+def test_light_inspector_overview_is_an_svg_frame_at_the_request() -> None:
+    engine = small_engine()
+    watched = watch(engine, images(4), live=False, max_tokens=8, progress=False)
+    ins = Inspector(watched.run, watched.snapshots, request=2)
+    page = ins._overview_html()
+    assert 'class="memlab-overview"' in page and "rank 0, request 2 — simulated" in page
+    assert 'stroke="black"' in page and page.count("<polyline") == 3
+
+
 # -- snapshots and engines -----------------------------------------------------------------------------
 
 

@@ -74,11 +74,160 @@ function sampleLiveFigure() {
         window.__memlabInspectorAt = Date.now();
       }
     }
+    // the live figure's light frames (an inline SVG drawn kernel-side while the run goes)
+    for (const f of document.querySelectorAll('.memlab-live-frame')) {
+      const n = Number(f.dataset.points || 0);
+      const seenSoFar = window.__memlabLengths;
+      if (String(f.dataset.title || '').startsWith('Memory per request') && f.querySelector('svg polyline')
+          && n > 0 && seenSoFar[seenSoFar.length - 1] !== n) {
+        seenSoFar.push(n);
+        window.__memlabLengthTimes.push(Date.now());
+        (window.__memlabFrameTitles ||= []).push(f.dataset.title);
+      }
+    }
   }, 10);
+}
+
+// Page-side milestones (wall clock, ms), recorded inside the page by a MutationObserver and a trap on
+// window.Plotly, for the breakdown of the time from a cell's start to its first point on screen.
+function markMilestones() {
+  const m = window.__memlabMarks = {};
+  const mark = (k) => { if (!m[k]) m[k] = Date.now(); };
+  const log = window.__memlabLog = [];  // [time, what, detail]
+  let plotly;
+  const wrap = (obj, name) => {
+    const f = obj[name];
+    if (typeof f !== 'function') return;
+    obj[name] = function (...a) {
+      const t = Date.now();
+      const title = String((a[2] && a[2].title && (a[2].title.text || a[2].title)) || '').slice(0, 24);
+      const r = f.apply(this, a);
+      log.push([t, `Plotly.${name}`, title, Date.now() - t]);
+      if (r && r.then) r.then(() => log.push([Date.now(), `Plotly.${name} done`, title]));
+      return r;
+    };
+  };
+  try {
+    Object.defineProperty(window, 'Plotly', { configurable: true, get: () => plotly,
+      set: (v) => { plotly = v; mark('plotlyDefined'); if (v) { wrap(v, 'newPlot'); wrap(v, 'react'); } } });
+  } catch (_) { /* already defined */ }
+  // kernel messages as the page's event loop received them
+  const Native = window.WebSocket;
+  const dec = new TextDecoder();
+  window.WebSocket = class extends Native {
+    constructor(...a) {
+      super(...a);
+      this.addEventListener('message', (e) => {
+        const d = e.data;
+        const s = typeof d === 'string' ? d.slice(0, 20000)
+          : (d instanceof ArrayBuffer ? dec.decode(new Uint8Array(d, 0, Math.min(20000, d.byteLength))) : '');
+        const type = (s.match(/"msg_type":\s*"([a-z_]+)"/) || [])[1];
+        if (!type || /^(status|kernel_info_reply|comm_info_reply)$/.test(type)) return;
+        const tag = /MEMLAB_T0/.test(s) ? 'T0' : /MEMLAB_T1/.test(s) ? 'T1' : /vnd\.plotly/.test(s) ? 'plotly'
+          : /memlab-live-frame/.test(s) ? 'frame' : '';
+        log.push([Date.now(), `ws ${type}`, tag, typeof d === 'string' ? d.length : d.byteLength]);
+      });
+    }
+  };
+  try {
+    new PerformanceObserver((l) => { for (const e of l.getEntries()) {
+      log.push([Math.round(performance.timeOrigin + e.startTime), 'longtask', '', Math.round(e.duration)]);
+    } }).observe({ type: 'longtask', buffered: true });
+  } catch (_) { /* no long tasks API */ }
+  const cell = (n) => document.querySelector(`.jp-Notebook .jp-Cell:nth-child(${n})`);
+  const check = () => {
+    const c2 = cell(2);
+    if (c2) {
+      if (c2.querySelector('.jp-OutputArea-output')) mark('liveOutputArea');
+      if (c2.querySelector('.widget-output, .jupyter-widgets')) mark('liveWidgetView');
+      if (c2.querySelector('.js-plotly-plot')) mark('livePlotDiv');
+      if (c2.querySelector('.js-plotly-plot .scatterlayer .trace')) mark('liveTrace');
+      if (c2.querySelector('.memlab-live-frame svg polyline')) mark('liveFirstFrame');
+    }
+    const c3 = cell(3);
+    if (c3) {
+      if (c3.querySelector('.jp-OutputArea-output')) mark('inspOutputArea');
+      if (c3.querySelector('.widget-vbox, .jupyter-widgets')) mark('inspWidgetView');
+      if (c3.querySelector('.js-plotly-plot')) mark('inspPlotDiv');
+      if (c3.querySelector('.js-plotly-plot .bars path')) mark('inspBars');
+    }
+  };
+  new MutationObserver(check).observe(document, { childList: true, subtree: true });
+}
+
+// The page's script loads (when each finished, its size): plotly.js is a 4.8 MB chunk of jupyterlab-plotly.
+function watchScripts(page) {
+  const scripts = seen.scripts = [];
+  page.on('requestfinished', async (req) => {
+    const url = req.url();
+    if (!/\.js(\?|$)/.test(url)) return;
+    const t = Date.now();
+    let bytes = 0;
+    try { bytes = (await req.sizes()).responseBodySize; } catch (_) { /* gone */ }
+    scripts.push([t, url.replace(/^https?:\/\/[^/]+/, '').replace(/\?.*$/, ''), bytes]);
+  });
+}
+
+// Self time (ms) per function and per script in the first 1.5 s after each cell's start (diagnosis).
+function summarizeProfile(profile, cellT0, cellT1) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  let t = profile.startTime;
+  const out = {};
+  const windows = { live: cellT0, inspector: cellT1 };
+  for (const [name, w0] of Object.entries(windows)) out[name] = { fn: {}, url: {} };
+  profile.samples.forEach((id, i) => {
+    t += profile.timeDeltas[i];
+    const wall = seen.profStart + (t - profile.startTime) / 1000;
+    const dt = (profile.timeDeltas[i + 1] || 0) / 1000;
+    const cf = byId.get(id).callFrame;
+    const url = (cf.url || '(native)').split('/').slice(-1)[0].replace(/\?.*$/, '');
+    const fn = `${cf.functionName || '(anon)'} ${url}:${cf.lineNumber}`;
+    for (const [name, w0] of Object.entries(windows)) {
+      if (w0 && wall >= w0 && wall < w0 + 1500) {
+        out[name].fn[fn] = (out[name].fn[fn] || 0) + dt;
+        out[name].url[url] = (out[name].url[url] || 0) + dt;
+      }
+    }
+  });
+  const top = (o, n) => Object.entries(o).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, Math.round(v)]);
+  for (const name of Object.keys(out)) out[name] = { fn: top(out[name].fn, 30), url: top(out[name].url, 12) };
+  return out;
+}
+
+// Milestones relative to the cell's start (kernel clock = page clock: same machine), for the report: DOM
+// marks, the first kernel messages as the page's event loop got them, Plotly.react calls, long tasks.
+function breakdown(cellT0, cellT1) {
+  if (!cellT0) return null;
+  const out = { pageOpenToCellStart: cellT0 - seen.pageOpened };
+  for (const [k, t] of Object.entries(seen.marks || {})) {
+    out[k] = t - (k.startsWith('insp') ? cellT1 : cellT0);
+  }
+  const log = (seen.pageLog || []).slice().sort((a, b) => a[0] - b[0]);
+  const first = (from, pred) => { const e = log.find((x) => x[0] >= from && pred(x)); return e ? e[0] - from : null; };
+  const within = (from, to) => log.filter((x) => x[0] >= from && x[0] < to);
+  const end1 = cellT1 || Infinity;
+  Object.assign(out, {
+    live: { firstMessage: first(cellT0, (x) => x[1].startsWith('ws ')),
+      firstFrameMessage: first(cellT0, (x) => x[2] === 'frame'),
+      firstPlotlyMessage: first(cellT0, (x) => x[2] === 'plotly'),
+      longTasks: within(cellT0, end1).filter((x) => x[1] === 'longtask').map((x) => [x[0] - cellT0, x[3]]),
+      plotlyReact: within(cellT0, end1).filter((x) => x[1] === 'Plotly.react').map((x) => [x[0] - cellT0, x[2], x[3]]) },
+  });
+  if (cellT1) {
+    out.inspector = { stateFigureMessage: first(cellT1, (x) => x[2] === 'plotly'),
+      longTasks: within(cellT1, cellT1 + 3000).filter((x) => x[1] === 'longtask').map((x) => [x[0] - cellT1, x[3]]),
+      plotlyReact: within(cellT1, cellT1 + 3000).filter((x) => x[1] === 'Plotly.react').map((x) => [x[0] - cellT1, x[2], x[3]]) };
+  }
+  out.bigScripts = (seen.scripts || []).filter((x) => x[2] > 300000)
+    .map((x) => [x[0] - seen.pageOpened, x[1].split('/').slice(-2).join('/'), x[2]]);
+  return out;
 }
 
 async function lab(page) {
   await page.addInitScript(sampleLiveFigure);
+  await page.addInitScript(markMilestones);
+  watchScripts(page);
+  seen.pageOpened = Date.now();
   step = 'open JupyterLab';
   await page.goto(args.url, { waitUntil: 'domcontentloaded', timeout: T });
   await page.locator('.jp-Notebook').first().waitFor({ state: 'visible', timeout: T });
@@ -96,10 +245,19 @@ async function lab(page) {
     } else idleSince = 0;
     await page.waitForTimeout(250);
   }
+  seen.kernelIdle = Date.now();
   step = 'Run > Run All Cells';
   await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Run$/ }).click();
   await page.locator('.lm-Menu-itemLabel', { hasText: /^Run All Cells$/ }).click();
 
+  let cdp = null;
+  if (args.profile) {  // diagnosis only (MEMLAB_BROWSER_PROFILE=1): a CPU profile of the page while the cells run
+    cdp = await page.context().newCDPSession(page);
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 500 });
+    seen.profStart = Date.now();
+    await cdp.send('Profiler.start');
+  }
   // While the simulated run goes, the in-page sampler records the live figure's length as it grows.
   step = 'live figure';
   const t0 = Date.now();
@@ -114,6 +272,8 @@ async function lab(page) {
   }
   if (!done) fail('the notebook did not finish (no MEMLAB_NOTEBOOK_DONE in the outputs)');
   seen.liveLengths = await page.evaluate(() => window.__memlabLengths);
+  seen.frameTitles = await page.evaluate(() => Array.from(new Set(window.__memlabFrameTitles || [])));
+  if (seen.frameTitles.some((t) => !t.includes('simulated'))) fail(`a live frame is not labelled simulated: ${seen.frameTitles}`);
   const outputs = (await page.locator('.jp-OutputArea-output').allInnerTexts()).join('\n');
   const stamp = (key) => { const m = outputs.match(new RegExp(`${key} (\\d+)`)); return m ? Number(m[1]) : null; };
   const [times, inspectorAt] = await page.evaluate(() => [window.__memlabLengthTimes, window.__memlabInspectorAt]);
@@ -123,6 +283,12 @@ async function lab(page) {
   seen.timing = { firstLiveMs: cellT0 && times.length ? times[0] - cellT0 : null,
     liveDoneMs: cellT0 && times.length ? times[times.length - 1] - cellT0 : null, liveUpdates: times.length,
     inspectorMs: cellT1 && inspectorAt ? inspectorAt - cellT1 : null };
+  if (cdp) seen.profile = summarizeProfile((await cdp.send('Profiler.stop')).profile, cellT0, cellT1);
+  seen.marks = await page.evaluate(() => window.__memlabMarks);
+  seen.pageLog = await page.evaluate(() => window.__memlabLog);
+  seen.cellT0 = cellT0;
+  seen.cellT1 = cellT1;
+  seen.breakdown = breakdown(cellT0, cellT1);
   const js = outputs.match(/MEMLAB_JS (\d+) (\d+)/);
   seen.figureWidgets = js ? { count: Number(js[1]), esmBytes: Number(js[2]) } : null;
   seen.notebookDone = (outputs.match(/MEMLAB_NOTEBOOK_DONE[^\n]*/) || [''])[0].trim();
@@ -156,6 +322,15 @@ async function lab(page) {
   };
   const first = await waitTitle(/after request 5,/, 'initial request');
   if (first.bars === 0) fail('allocator plot rendered no bars');
+  // the overview beside the statistics: the rank's memory as an inline SVG, a line at the request shown
+  const overview = async () => page.evaluate(() => {
+    const f = document.querySelector('.memlab-overview');
+    return f && { title: f.dataset.title, points: Number(f.dataset.points), lines: f.querySelectorAll('polyline').length };
+  });
+  seen.overview = await overview();
+  if (!seen.overview || seen.overview.lines === 0 || !/request 5 — simulated/.test(seen.overview.title)) {
+    fail(`inspector overview: ${JSON.stringify(seen.overview)}`);
+  }
   seen.inspectorStart = first;
   const slider = page.locator('.widget-slider .noUi-handle, .widget-slider [role="slider"]').first();
   await slider.scrollIntoViewIfNeeded();
@@ -181,6 +356,8 @@ async function lab(page) {
   step = 'next button';
   await page.getByRole('button', { name: 'next ▶' }).click();
   seen.afterNext = await waitTitle(/after request 1,/, 'after next');
+  const ov1 = await overview();
+  if (!ov1 || !/request 1 — simulated/.test(ov1.title)) fail(`overview after next: ${JSON.stringify(ov1)}`);
   await shot(page, 'jupyterlab-inspector-request-1.png');
   const inspectorOut = page.locator('.jp-Cell:nth-child(3) .jp-OutputArea').first();
   await inspectorOut.scrollIntoViewIfNeeded();

@@ -41,12 +41,18 @@ NOTEBOOK = HERE / "live_inspector.ipynb"
 N_REQUESTS = 144  # 48 photos sent three times: enough simulated requests (~2-4 s) to see the figure grow
 TP = 2  # the seed scenario's tensor_parallel_size
 N_TRACES = TP * (len(MEMORY_METRICS) + 1)  # per rank: the memory metrics + the failure markers (plot_run)
-# Times from a cell's start to the page (issue 16). Goal: 1.5 s for both. Measured here on a loaded 2-core
-# machine (2026-12-01): first live point 2.9 s, inspector 1.5-2.2 s; before (one FigureWidget, ~5 MB of
-# plotly.js each): 12.9 s and 6.4-8.1 s. Asserted with a 2x margin over what this machine measured, so
-# a return of per-widget bundles fails; the 1.5 s goal itself is not met yet for the live figure.
-FIRST_LIVE_POINT_MAX_MS = 6000
-INSPECTOR_SHOWN_MAX_MS = 4500
+# Times from a cell's start to the page (issue 16), in a fresh page: goal 1.5 s for both. Measured here on
+# the loaded 2-core machine (load average 2.0-4.0, 2026-12-02, 13 runs): first live point 145-380 ms
+# (median 228; a light SVG frame, no plotly.js on that path), inspector 785-1851 ms (median 1174; its
+# allocator figure's first paint, while the page still draws the live figure's final plotly version; the
+# worst run was one where the live figure's throttle, since fixed, delayed the plotly.js preload). Before
+# this: 2.1-3.3 s and 1.4-2.2 s (plotly.js evaluated on the first live render: one 1.6-2.0 s long task);
+# before that 12.9 s and 6.4-8.1 s (a FigureWidget each). Asserted: the goal itself for the first point
+# (3.9x over the worst run); for the inspector the goal + 1 s (1.35x over the worst run, 2.1x over the
+# median): plotly.js back on the first point's path, or a FigureWidget, fails.
+FIRST_LIVE_POINT_MAX_MS = 1500
+INSPECTOR_SHOWN_MAX_MS = 2500
+MIN_LIVE_UPDATES = 3  # partial lengths the page showed while the run went (measured 3-10, 21-28 since the throttle fix)
 
 pytestmark = [
     pytest.mark.slow,
@@ -162,13 +168,19 @@ def _drive(mode: str, payload: dict[str, object], timeout_s: int = 420) -> dict[
 def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) -> None:
     try:
         seen = _drive("lab", {"url": jupyterlab["url"], "artifacts": str(ARTIFACTS), "expectRequests": N_REQUESTS,
-                              "expectTraces": N_TRACES, "timeoutMs": 240000})
+                              "expectTraces": N_TRACES, "timeoutMs": 240000,
+                              "profile": os.environ.get("MEMLAB_BROWSER_PROFILE") == "1"})
     except pytest.fail.Exception:
         log = Path(str(jupyterlab["log"])).read_text()[-2000:]
         print(f"JupyterLab log (tail):\n{log}")
         raise
     timing, fws = seen["timing"], seen["figureWidgets"]
     print(f"timing (ms from the cell's start): {timing}; FigureWidgets: {fws}")
+    print(f"page-side breakdown (ms; load average {os.getloadavg()[0]:.2f}): {json.dumps(seen.get('breakdown'))}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "jupyterlab-timing.json").write_text(json.dumps(
+        {k: seen.get(k) for k in ("timing", "breakdown", "marks", "scripts", "liveLengths",
+                                          "pageLog", "cellT0", "cellT1", "profile")}, indent=1))
     assert fws == {"count": 0, "esmBytes": 0}, "a FigureWidget ships its own plotly.js: use plotly outputs"
     assert timing["firstLiveMs"] is not None and timing["firstLiveMs"] <= FIRST_LIVE_POINT_MAX_MS, timing
     assert timing["inspectorMs"] is not None and timing["inspectorMs"] <= INSPECTOR_SHOWN_MAX_MS, timing
@@ -177,7 +189,8 @@ def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) 
     lengths = seen["liveLengths"]
     print(f"live figure lengths seen in the page: {lengths}; dialogs accepted: {seen.get('dialogs', [])}")
     assert lengths[-1] == N_REQUESTS and lengths == sorted(lengths), lengths
-    assert any(0 < n < N_REQUESTS for n in lengths), f"the live figure was never seen part-way: {lengths}"
+    partial = [n for n in lengths if 0 < n < N_REQUESTS]
+    assert len(partial) >= MIN_LIVE_UPDATES, f"the live figure did not keep updating while the run went: {lengths}"
     # kernel side: every sample, every snapshot, and both sweep runs
     assert seen["notebookDone"].split()[1:] == [str(2 * N_REQUESTS), str(N_REQUESTS), "2"]
     # The slider and the step button moved the allocator view (titles checked in the driver).

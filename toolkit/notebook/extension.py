@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from toolkit.notebook._conf_magics import ToolkitMagics
+from toolkit.notebook._preload import preload_plotly
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -18,6 +19,8 @@ def load_ipython_extension(ipython: Any) -> None:
     conf_magics.engine_note = llm_session.conf_changed  # %alloc_conf says when the engine needs a restart
     for magics in (conf_magics, EngineMagics(ipython, llm_session), PlotMagics(ipython, llm_session)):
         ipython.register_magics(magics)
+    # In a kernel: the page loads plotly.js now, not when the first live figure or inspector draws.
+    preload_plotly()
 
 
 MAGIC_NAMES = {"ToolkitMagics": ("alloc_conf",), "EngineMagics": ("ascend_llm",),

@@ -594,15 +594,23 @@ def allocator_state_traces(
         + (f", workspace {format_bytes(rows.workspace_bytes)}" if rows.workspace_bytes else "")
         + (f"; {n} largest shown" if n < rows.segments + (1 if rows.workspace_bytes else 0) and max_segments else "")
     )
+    # A left margin sized from the labels, not automargin: with a few hundred segment rows, automargin made
+    # plotly measure every tick label and draw the figure twice (3-4x the render time, tests/browser).
     layout = {
         "yaxis": {"categoryorder": "array", "categoryarray": rows.labels, "autorange": "reversed",
-                  "title": {"text": "segment"}, "automargin": True, "tickfont": {"size": 10}},
+                  "title": {"text": "segment", "standoff": 4}, "automargin": False, "tickfont": {"size": 10}},
+        "margin_l": segment_label_margin(rows.labels),
         "xaxis": {"title": {"text": "offset in segment (MiB)" if scale == "bytes" else "fraction of segment"},
                   "rangemode": "tozero"},
         "height": int(min(max_height_px, max(320, 150 + 18 * n))),
         "summary": shown,
     }
     return traces, layout
+
+
+def segment_label_margin(labels: Sequence[str]) -> int:
+    """A left margin (px) that fits the allocator view's segment labels (10 px font) and the axis title."""
+    return int(48 + 6.2 * max((len(str(label)) for label in labels), default=8))
 
 
 def plot_allocator_state(
@@ -634,7 +642,7 @@ def plot_allocator_state(
     fig.update_layout(
         title=f"{head}<br><sup>{layout.pop('summary')}</sup>", barmode="overlay", bargap=0.25,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1.0, "xanchor": "right"},
-        hovermode="closest", margin={"t": 90}, template=TEMPLATE,
+        hovermode="closest", margin={"t": 90, "l": layout.pop("margin_l")}, template=TEMPLATE,
         meta={"kind": "allocator_state", "simulated": sim}, **layout,
     )
     return fig
@@ -668,9 +676,11 @@ def plot_allocator_steps(
     steps = []
     first_traces: list[go.Bar] | None = None
     first_layout: dict[str, Any] = {}
+    margin_l = 0
     for k in indices:
         snap = snapshot_at(k, rank)
         traces, layout = allocator_state_traces(snap, scale=scale, max_segments=max_segments)
+        margin_l = max(margin_l, layout.pop("margin_l"))
         sample = by_req.get(k)
         note = layout.pop("summary") or "no allocator snapshot recorded for this request"
         if sample is not None and sample.status != "ok":
@@ -690,7 +700,7 @@ def plot_allocator_steps(
     fig = go.Figure(data=first_traces)
     first_layout["height"] += 80
     fig.update_layout(
-        barmode="overlay", bargap=0.25, hovermode="closest", margin={"t": 90}, template=TEMPLATE,
+        barmode="overlay", bargap=0.25, hovermode="closest", margin={"t": 90, "l": margin_l}, template=TEMPLATE,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1.0, "xanchor": "right"},
         sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "request "}, "pad": {"t": 40}}],
         meta={"kind": "allocator_steps", "run": run.name, "simulated": run.simulated, "requests": indices},

@@ -7,6 +7,11 @@ anywidget, plotly #5027; ``nbconvert``; a plain script) every view has a static 
 becomes a plotly figure with a built-in slider (``toolkit.viz.plots.plot_allocator_steps``), which needs no
 kernel at all. ``mode="auto"`` picks the widget when anywidget and ipywidgets import and a kernel runs.
 
+In a fresh page the first plotly figure costs the page 1.5-2 s (JupyterLab's plotly renderer evaluates its
+plotly.js then), so ``LiveFigure`` draws light frames while a run goes (an inline SVG built kernel-side,
+``_frame``) and the plotly figure when it ends, and has the page load plotly.js mid-run; ``%load_ext
+toolkit`` does that too (``toolkit.notebook._preload``). The light inspector's overview is such a frame.
+
 The figures come from ``toolkit.viz`` (pure); these modules only feed and update them. Snapshots for the
 inspector go through ``toolkit.snapshot.by_request.snapshot_lookup``, the one lookup the report uses too.
 """

@@ -66,7 +66,7 @@ def _figure_widget(fig: go.Figure) -> go.FigureWidget:
     return go.FigureWidget(fig)
 
 
-def _display(obj: Any, *, display_id: bool = False) -> Any:
+def _display(obj: Any, *, display_id: bool = False, raw: bool = False) -> Any:
     """IPython's display when IPython is there; a no-op in plain scripts (figures stay reachable)."""
     try:
         from IPython import get_ipython
@@ -75,7 +75,7 @@ def _display(obj: Any, *, display_id: bool = False) -> Any:
         return None
     if get_ipython() is None:
         return None
-    return display(obj, display_id=display_id) if display_id else display(obj)
+    return display(obj, display_id=display_id, raw=raw) if display_id else display(obj, raw=raw)
 
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -112,3 +112,9 @@ def update_figure(handle: Any, fig: go.Figure) -> None:
     if handle is not None:
         handle.update(figure_bundle(fig), raw=True)
 
+
+
+
+def html_bundle(html_text: str, text: str) -> dict[str, Any]:
+    """An HTML output with a text line for front ends without HTML."""
+    return {"text/html": html_text, "text/plain": text}

@@ -28,6 +28,7 @@ from toolkit.notebook.widgets._display import (
     _resolve_mode,
     show_figure,
 )
+from toolkit.notebook.widgets._frame import live_frame_html
 from toolkit.snapshot.by_request import snapshot_lookup, snapshots_for
 
 # -- inspector -----------------------------------------------------------------------------------------
@@ -210,6 +211,7 @@ class Inspector:
             return fig
         traces, layout = allocator_state_traces(None, scale=self.scale, max_height_px=self.max_height_px)
         layout.pop("summary")
+        layout["margin"] = {"l": layout.pop("margin_l")}
         fig = go.Figure(data=traces)
         fig.update_layout(title=self._title(req, rk, None), barmode="overlay", template="plotly_white", **layout)
         return fig
@@ -243,6 +245,21 @@ class Inspector:
                           legend={"y": -0.25}, margin={"t": 40, "b": 10, "l": 50, "r": 10}, width=520)
         fig.add_vline(x=self.request, line={"color": "black", "width": 1.5})
         return fig
+
+    def _overview_html(self) -> str:
+        """The light overview (``mode="auto"``): the rank's memory per request as an inline SVG, drawn
+        kernel-side, a line at the request shown. A plotly figure there cost the page a second render
+        (and a PNG snapshot of it) at every step; clicking it needs a FigureWidget (``mode="widget"``)."""
+        samples = sorted(self.run.samples_of_rank(self.rank), key=lambda s: s.request_index)
+        metrics = ("allocated_bytes", "reserved_bytes", "device_used_bytes")
+        x = [s.request_index for s in samples]
+        values = {m: [int(getattr(s, m)) for s in samples] for m in metrics}
+        failed = [s for s in samples if s.status != "ok"]
+        sim = " — simulated" if self.run.simulated else ""
+        return live_frame_html(self.run.with_samples(samples), {self.rank: (x, values)}, {self.rank: failed},
+                               metrics=metrics, ranks=(self.rank,), title=f"rank {self.rank}, request "
+                               f"{self.request}{sim}", marker_x=self.request, css_class="memlab-overview",
+                               max_width_px=540, panel_px=170.0)
 
     def _build(self) -> Any:
         import ipywidgets as w
@@ -278,7 +295,8 @@ class Inspector:
         ui["next"].on_click(lambda _b: self.step(+1))
         ui["slider"].observe(lambda ch: self.show(ch["new"]), names="value")
         if self.light:
-            ui["state"], ui["overview"] = w.Output(), w.Output()
+            ui["state"] = w.Output()
+            ui["overview"] = w.HTML(layout=w.Layout(width="540px"))
             self._draw_light()
         else:
             ui["state"] = _figure_widget(self.state_figure())
@@ -332,12 +350,12 @@ class Inspector:
         self._render()
 
     def _draw_light(self) -> None:
-        """Redraw both figures as plain plotly outputs (the light widget stack)."""
-        for key, fig in (("state", self.state_figure()), ("overview", self._overview())):
-            out = self._ui[key]
-            out.clear_output(wait=True)
-            with out:
-                show_figure(fig)
+        """Redraw the allocator state as a plain plotly output and the overview as an inline SVG."""
+        out = self._ui["state"]
+        out.clear_output(wait=True)
+        with out:
+            show_figure(self.state_figure())
+        self._ui["overview"].value = self._overview_html()
 
     def _render(self) -> None:
         ui = self._ui
@@ -362,6 +380,7 @@ class Inspector:
             fw.layout.title.text = self._title(self.request, self.rank, snap) + (
                 f"<br><sup>{summary}</sup>" if summary else "")
             fw.layout.margin.t = 110
+            fw.layout.margin.l = layout["margin_l"]
         ui["stats"].value = self.stats()
         ov = ui["overview"]
         if self._overview_rank != self.rank:
