@@ -54,6 +54,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from toolkit.core.errors import ToolkitError
 from toolkit.sim import SimDevice, SimOutOfMemoryError
+
+try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed
+    from toolkit import _cyshim as cython  # type: ignore[no-redef]
+if not cython.compiled:  # compiled, _replayer.pxd cimports them
+    from toolkit.sim.device import Block, PoolStats
 from toolkit.snapshot.schema import SnapshotError
 from toolkit.snapshot.version import infer_torch_version
 
@@ -545,6 +552,7 @@ _RELEASES = ("segment_free", "segment_unmap")
 MAX_DIVERGENCES = 50  # divergences kept with their description (all are counted)
 
 
+@cython.locals(small=PoolStats, large=PoolStats, b=Block, i=cython.Py_ssize_t, n=cython.Py_ssize_t)
 def replay_events(
     dev: SimDevice,
     events: list[Any],

@@ -11,6 +11,11 @@ from bisect import bisect_left, bisect_right, insort
 
 from sortedcontainers import SortedList
 
+try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed
+    from toolkit import _cyshim as cython  # type: ignore[no-redef]
+
 from toolkit.sim._stats import PoolStats
 
 PTR_BITS = 64
@@ -34,6 +39,7 @@ def unmapped_key(stream: int, ptr: int) -> int:
     return (stream << PTR_BITS) | ptr
 
 
+@cython.locals(pos=cython.Py_ssize_t)
 def ceiling(sl: SortedList, value: int) -> int | None:
     """Smallest element >= value, or None (``std::set::lower_bound``).
 
@@ -69,6 +75,7 @@ KEYSET_ADD_MAX = SortedList.DEFAULT_LOAD_FACTOR << 1  # insert in place while th
 KEYSET_DEL_MIN = (SortedList.DEFAULT_LOAD_FACTOR >> 1) + 1  # delete in place while it is longer
 
 
+@cython.locals(pos=cython.Py_ssize_t)
 def key_add(ks: KeySet, key: int) -> None:
     """``ks.add(key)`` without the method-call chain when no sublist splits (the allocator's hot path)."""
     maxes = ks._maxes
@@ -90,6 +97,7 @@ def key_add(ks: KeySet, key: int) -> None:
     ks.add(key)
 
 
+@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t)
 def key_remove(ks: KeySet, key: int) -> None:
     """``ks.remove(key)`` (key must be present) without the call chain when no sublists merge."""
     maxes = ks._maxes
@@ -105,6 +113,7 @@ def key_remove(ks: KeySet, key: int) -> None:
     ks.remove(key)
 
 
+@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t)
 def key_replace_up(ks: KeySet, old: int, new: int) -> None:
     """Remove ``old`` (present) and add ``new > old``: in place when ``new`` sorts into ``old``'s slot.
 

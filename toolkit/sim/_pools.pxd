@@ -1,0 +1,3 @@
+# Compiled twin (docs/performance.md): BlockPool becomes an extension type with the same attributes.
+cdef class BlockPool:
+    cdef public object is_small, name, free, unmapped, gc_calls, stats
