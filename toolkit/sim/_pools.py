@@ -39,7 +39,7 @@ def unmapped_key(stream: int, ptr: int) -> int:
     return (stream << PTR_BITS) | ptr
 
 
-@cython.locals(pos=cython.Py_ssize_t)
+@cython.locals(pos=cython.Py_ssize_t, maxes=list, sub=list)
 def ceiling(sl: SortedList, value: int) -> int | None:
     """Smallest element >= value, or None (``std::set::lower_bound``).
 
@@ -75,7 +75,7 @@ KEYSET_ADD_MAX = SortedList.DEFAULT_LOAD_FACTOR << 1  # insert in place while th
 KEYSET_DEL_MIN = (SortedList.DEFAULT_LOAD_FACTOR >> 1) + 1  # delete in place while it is longer
 
 
-@cython.locals(pos=cython.Py_ssize_t)
+@cython.locals(pos=cython.Py_ssize_t, maxes=list, sub=list)
 def key_add(ks: KeySet, key: int) -> None:
     """``ks.add(key)`` without the method-call chain when no sublist splits (the allocator's hot path)."""
     maxes = ks._maxes
@@ -97,7 +97,7 @@ def key_add(ks: KeySet, key: int) -> None:
     ks.add(key)
 
 
-@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t)
+@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
 def key_remove(ks: KeySet, key: int) -> None:
     """``ks.remove(key)`` (key must be present) without the call chain when no sublists merge."""
     maxes = ks._maxes
@@ -113,7 +113,7 @@ def key_remove(ks: KeySet, key: int) -> None:
     ks.remove(key)
 
 
-@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t)
+@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, lists=list, sub=list)
 def key_replace_up(ks: KeySet, old: int, new: int) -> None:
     """Remove ``old`` (present) and add ``new > old``: in place when ``new`` sorts into ``old``'s slot.
 

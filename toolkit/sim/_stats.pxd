@@ -12,4 +12,5 @@ cdef class PoolStats:
     cdef public object active_bytes_cur, active_bytes_peak, active_bytes_freed, active_bytes_base
     cdef public object inactive_split_bytes_cur, inactive_split_bytes_peak, inactive_split_bytes_freed, inactive_split_bytes_base
     cdef public object requested_bytes_cur, requested_bytes_peak, requested_bytes_freed, requested_bytes_base
-    cdef public object other, peaks
+    cdef public PoolStats other
+    cdef public AllPeaks peaks

@@ -198,7 +198,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # best-fit lookup, the split, the stats updates and the free-set edits are inlined for the common
     # case; rare cases (expandable candidates, sublist splits/merges) call the general code.
     @cython.locals(self=_DeviceCore, pool=BlockPool, block=Block, b=Block, rem=Block, nxt=Block, seg=Segment, ps=PoolStats,
-                   o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t)
+                   o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
     def malloc(self, nbytes: int, stream: int = 0) -> int:
         """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
 
