@@ -94,6 +94,11 @@ def key_add(ks: KeySet, key: int) -> None:
                 insort(sub, key)
                 ks._len += 1
                 return
+    else:  # the empty set: SortedList.add's own else branch
+        ks._lists.append([key])
+        maxes.append(key)
+        ks._len += 1
+        return
     ks.add(key)
 
 
@@ -110,6 +115,11 @@ def key_remove(ks: KeySet, key: int) -> None:
             maxes[pos] = sub[-1]
             ks._len -= 1
             return
+    elif len(maxes) == 1 and len(sub) == 1 and sub[0] == key:  # the set empties: SortedList._delete's last branch
+        del ks._lists[0]
+        del maxes[0]
+        ks._len -= 1
+        return
     ks.remove(key)
 
 

@@ -1,6 +1,6 @@
 # Compiled twin (docs/performance.md): the types device.py's @cython.locals name.
 from toolkit.sim._blocks cimport Block, Segment
-from toolkit.sim._pools cimport BlockPool
+from toolkit.sim._pools cimport BlockPool, ceiling, key_add, key_remove, key_replace_up
 from toolkit.sim._stats cimport AllPeaks, PoolStats
 
 cdef class _DeviceCore:

@@ -310,7 +310,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                     maxes[pos] = sub[-1]
                     fr._len -= 1
                 else:
-                    fr.remove(taken)
+                    key_remove(fr, taken)
             if already_split and not seg.expandable:  # on_inactive_split(-1, -block.size)
                 ps.inactive_split_cur -= 1
                 ps.inactive_split_freed += 1
