@@ -327,7 +327,16 @@ async function lab(page) {
     const f = document.querySelector('.memlab-overview');
     return f && { title: f.dataset.title, points: Number(f.dataset.points), lines: f.querySelectorAll('polyline').length };
   });
-  seen.overview = await overview();
+  // the overview is its own output, updated after the allocator plot: wait for it as for the title
+  const waitOverview = async (re) => {
+    let o = null;
+    for (const t2 = Date.now(); Date.now() - t2 < 30000; await page.waitForTimeout(100)) {
+      o = await overview();
+      if (o && o.lines > 0 && re.test(o.title)) break;
+    }
+    return o;
+  };
+  seen.overview = await waitOverview(/request 5 — simulated/);
   if (!seen.overview || seen.overview.lines === 0 || !/request 5 — simulated/.test(seen.overview.title)) {
     fail(`inspector overview: ${JSON.stringify(seen.overview)}`);
   }
@@ -356,7 +365,7 @@ async function lab(page) {
   step = 'next button';
   await page.getByRole('button', { name: 'next ▶' }).click();
   seen.afterNext = await waitTitle(/after request 1,/, 'after next');
-  const ov1 = await overview();
+  const ov1 = await waitOverview(/request 1 — simulated/);
   if (!ov1 || !/request 1 — simulated/.test(ov1.title)) fail(`overview after next: ${JSON.stringify(ov1)}`);
   await shot(page, 'jupyterlab-inspector-request-1.png');
   const inspectorOut = page.locator('.jp-Cell:nth-child(3) .jp-OutputArea').first();
