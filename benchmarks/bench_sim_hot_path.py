@@ -141,10 +141,14 @@ def run_worker(tree: Path, data: Path, rounds: int, pure: bool = False) -> dict[
 
 def loaded_kinds() -> str:
     """'compiled', 'python' or 'mixed': which copy of the hot modules this process runs (toolkit/_compiled.py)."""
-    try:
-        from toolkit import _compiled
-    except ImportError:  # a tree from before the compiled twin
+    import toolkit
+
+    # A tree from before the compiled twin has no _compiled.py. Look in the tree itself: an editable install's
+    # import finder would otherwise hand this process the current tree's _compiled (fresh clones have one).
+    if not (Path(toolkit.__file__).parent / "_compiled.py").is_file():
         return "python"
+    from toolkit import _compiled
+
     kinds = set(_compiled.import_all().values())
     return kinds.pop() if len(kinds) == 1 else "mixed"
 

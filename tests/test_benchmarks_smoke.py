@@ -76,3 +76,25 @@ def test_recorder_benchmark_without_recordings_says_how_to_make_them(tmp_path) -
     proc = subprocess.run([sys.executable, str(BENCH / "bench_recorder.py"), "--quick", "--recordings", str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=_env(), cwd=ROOT)
     assert proc.returncode == 0 and "make record" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_hot_path_benchmark_runs_quick_against_its_baseline() -> None:
+    """The three-tree benchmark (pre-issue baseline, pure, compiled) runs from this checkout.
+
+    A fresh clone once broke it: the baseline tree's worker imported the current tree's ``_compiled``
+    through the editable install's finder. Without git history the baseline is skipped, loudly.
+    """
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_sim_hot_path.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300, env=_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "not judged" in proc.stdout and "large replay" in proc.stdout, proc.stdout[-2000:]
+    if "not available" not in proc.stderr:
+        assert "vs pre-issue tree" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_sweep_benchmark_runs_quick_with_identical_results() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_sweep.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300, env=_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if "x " in line and ("sweep" in line or "scenario" in line)]
+    assert len(rows) == 2 and all(line.rstrip().endswith("yes") for line in rows), proc.stdout
