@@ -204,7 +204,7 @@ def test_live_figure_preloads_plotly_once_after_the_first_points(monkeypatch: py
 
     shown: list[Any] = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
-    monkeypatch.setattr(preload, "_in_kernel", lambda: True)
+    monkeypatch.setattr(preload, "in_kernel", lambda: True)
     monkeypatch.setattr(live_mod, "_PRELOAD_DELAY_S", 0.0)
 
     class _Out:

@@ -22,7 +22,8 @@ _WARMUP_FIGURE: dict[str, Any] = {
 }
 
 
-def _in_kernel() -> bool:
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (an IPython shell with a kernel), where displays reach a front end."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -34,7 +35,7 @@ def _in_kernel() -> bool:
 def preload_plotly() -> bool:
     """In a kernel, display the empty figure (the front end's plotly renderer then loads plotly.js once
     for the page and keeps it); elsewhere do nothing. Returns whether it displayed."""
-    if not _in_kernel():
+    if not in_kernel():
         return False
     from IPython.display import display
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.core.errors import ToolkitError
+from toolkit.notebook._preload import in_kernel
 
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
@@ -22,20 +23,11 @@ class WidgetError(ToolkitError, ValueError):
 # -- environment ---------------------------------------------------------------------------------------
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 def widgets_available() -> bool:
     """True when a kernel runs and ``anywidget`` + ``ipywidgets`` import (plotly 6+'s FigureWidget
     needs anywidget). Says nothing about the front end: where it cannot show widgets, use
     ``mode="static"``."""
-    if not _in_kernel():
+    if not in_kernel():
         return False
     try:
         import anywidget  # noqa: F401
