@@ -15,12 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from toolkit import _compiled
 from toolkit.core.version import __version__ as __version__
-
-# The compiled twin of the hot modules (docs/performance.md): a no-op unless MEMLAB_PURE_PYTHON=1 asks for the
-# .py files, or a build is older than its sources (then those modules load from their .py, with one warning).
-_compiled.install()
 
 # The public API, what the tutorials and the README use: public name -> the module that defines it under that
 # same name (imported on first access, PEP 562). Everything else is internal to its layer.

@@ -12,7 +12,8 @@ extension. Two rules keep the pure-Python path honest (docs/performance.md, "The
   every module below is loaded from its .py, with one warning saying to run ``make build``.
 
 This module is plain Python and is never compiled itself; ``setup.py`` loads it by path (it imports
-nothing from the toolkit).
+nothing from the toolkit). ``toolkit.sim``, ``toolkit.replay`` and ``toolkit.snapshot`` import it first, so the
+choice is made before any of their hot modules loads, and only by code that uses them.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class _SourceFinder:
 
 
 def install() -> None:
-    """Called once by ``import toolkit``: does nothing unless pure Python is asked for or a build is stale."""
+    """Run once, when a package holding compiled modules is first imported (below): does nothing unless pure
+    Python is asked for or a build is stale. ``import toolkit`` alone never pays for the source digests."""
     if _STATE["finder"] is not None:
         return
     if not pure_requested():
@@ -172,3 +174,7 @@ def import_all() -> dict[str, str]:
     for module in COMPILED_MODULES:
         importlib.import_module(module)
     return loaded_kinds()
+
+
+if __name__ == "toolkit._compiled":  # imported as the package's module (setup.py loads it under another name)
+    install()

@@ -6,6 +6,8 @@ Pure: never imports torch. ``replay()`` gives a per-event timeline; ``replay_ste
 
 from __future__ import annotations
 
+import toolkit._compiled  # noqa: F401  (first: chooses the compiled or the .py copy of the hot modules)
+
 from toolkit.replay._fidelity import Fidelity
 from toolkit.replay._replayer import (
     TIMELINE_COLUMNS,

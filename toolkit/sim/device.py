@@ -1,4 +1,4 @@
-"""``SimDevice``: a pure-Python model of the CUDA and NPU caching allocators, block for block.
+"""``SimDevice``: a model of the CUDA and NPU caching allocators, block for block (plain Python; Cython compiles it when the install can).
 
 It speaks torch's vocabulary (``malloc``/``free``/``empty_cache``/``memory_stats``/``snapshot``) so
 code above it never branches on real vs simulated. The hot path (``malloc``/``free`` without

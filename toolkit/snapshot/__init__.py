@@ -10,6 +10,8 @@ Never imports torch.
 
 from __future__ import annotations
 
+import toolkit._compiled  # noqa: F401  (first: chooses the compiled or the .py copy of the hot modules)
+
 from toolkit.snapshot.normalize import denormalize_snapshot, is_normalized, normalize_snapshot
 from toolkit.snapshot._rounding import RoundingRules
 from toolkit.snapshot.schema import (
