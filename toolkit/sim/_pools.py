@@ -7,14 +7,15 @@ Keys are single ints so that the sorted list compares machine-word-like integers
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
-
 from sortedcontainers import SortedList
 
 try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
     import cython
 except ImportError:  # pragma: no cover - Cython not installed
     from toolkit import _cyshim as cython  # type: ignore[no-redef]
+
+if not cython.compiled:  # compiled, _pools.pxd defines these three as inline C loops (same algorithm)
+    from bisect import bisect_left as lower_bound, bisect_right as upper_bound, insort as insort_right
 
 from toolkit.sim._stats import PoolStats
 
@@ -47,11 +48,11 @@ def ceiling(sl: SortedList, value: int) -> int | None:
     building the positional index, which would make every later add/remove slower.
     """
     maxes = sl._maxes
-    pos = bisect_left(maxes, value)
+    pos = lower_bound(maxes, value)
     if pos == len(maxes):
         return None
     sub = sl._lists[pos]
-    return sub[bisect_left(sub, value)]
+    return sub[lower_bound(sub, value)]
 
 
 class KeySet(SortedList):
@@ -80,7 +81,7 @@ def key_add(ks: KeySet, key: int) -> None:
     """``ks.add(key)`` without the method-call chain when no sublist splits (the allocator's hot path)."""
     maxes = ks._maxes
     if maxes:
-        pos = bisect_right(maxes, key)
+        pos = upper_bound(maxes, key)
         if pos == len(maxes):
             sub = ks._lists[pos - 1]
             if len(sub) < KEYSET_ADD_MAX:
@@ -91,7 +92,7 @@ def key_add(ks: KeySet, key: int) -> None:
         else:
             sub = ks._lists[pos]
             if len(sub) < KEYSET_ADD_MAX:
-                insort(sub, key)
+                insort_right(sub, key)
                 ks._len += 1
                 return
     else:  # the empty set: SortedList.add's own else branch
@@ -106,10 +107,10 @@ def key_add(ks: KeySet, key: int) -> None:
 def key_remove(ks: KeySet, key: int) -> None:
     """``ks.remove(key)`` (key must be present) without the call chain when no sublists merge."""
     maxes = ks._maxes
-    pos = bisect_left(maxes, key)
+    pos = lower_bound(maxes, key)
     sub = ks._lists[pos]
     if len(sub) > KEYSET_DEL_MIN or (len(maxes) == 1 and len(sub) > 1):
-        idx = bisect_left(sub, key)
+        idx = lower_bound(sub, key)
         if sub[idx] == key:
             del sub[idx]
             maxes[pos] = sub[-1]
@@ -131,10 +132,10 @@ def key_replace_up(ks: KeySet, old: int, new: int) -> None:
     other key lies between the two (no bisect of the insert, no memmove).
     """
     maxes = ks._maxes
-    pos = bisect_left(maxes, old)
+    pos = lower_bound(maxes, old)
     lists = ks._lists
     sub = lists[pos]
-    idx = bisect_left(sub, old)
+    idx = lower_bound(sub, old)
     if idx + 1 < len(sub):
         if new < sub[idx + 1]:
             sub[idx] = new

@@ -14,3 +14,9 @@ cdef class PoolStats:
     cdef public object requested_bytes_cur, requested_bytes_peak, requested_bytes_freed, requested_bytes_base
     cdef public PoolStats other
     cdef public AllPeaks peaks
+    # called by the device as C methods (no attribute lookup, no Python call)
+    cpdef on_alloc(self, size, requested)
+    cpdef on_free_requested(self, size)
+    cpdef on_free_completed(self, size, requested)
+    cpdef on_inactive_split(self, count, nbytes)
+    cpdef on_reserved(self, nbytes, segments)

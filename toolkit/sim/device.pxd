@@ -9,3 +9,8 @@ cdef class _DeviceCore:
     cdef public object _small, _large, _by_ptr, _segments, _reg, _reserved_total, _ws, _events
     cdef public object _num_events, _trace, _clock, _pad, _divisions, _mss, _mnsr, _expandable
     cdef public object _regbits, _lazy_reclaim, _align, _allowed, _gc_active
+
+from toolkit.sim._pools cimport lower_bound
+
+cpdef _return_block(_DeviceCore self, Block b)
+cpdef _fit(_DeviceCore self, BlockPool pool, stream, size, Block b, take)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from bisect import bisect_left
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
@@ -39,6 +38,9 @@ from toolkit.sim._events import EventsMixin
 from toolkit.sim._expandable import ExpandableMixin
 from toolkit.sim.oom import OomReport, SimOutOfMemoryError, cuda_oom_message, npu_oom_message
 from toolkit.sim._pools import KEYSET_DEL_MIN, PTR_MASK, BlockPool, ceiling, key_add, key_remove, key_replace_up
+
+if not cython.compiled:  # compiled, device.pxd cimports the inline C loop of the same name from _pools.pxd
+    from toolkit.sim._pools import lower_bound
 from toolkit.sim._release import ReleaseMixin
 from toolkit.sim.rounding import allocation_size, round_size
 from toolkit.sim._seeding import SeedingMixin
@@ -82,6 +84,99 @@ class _DeviceCore:
     offset instead of through the instance dict (docs/performance.md)."""
 
     __slots__ = ()
+
+
+@cython.locals(self=_DeviceCore, b=Block, p=Block, pp=Block, nx=Block, nn=Block, pool=BlockPool, seg=Segment, ps=PoolStats)
+def _return_block(self: SimDevice, b: Block) -> None:
+    """Return a block to its free set, merging with free neighbours (upstream's ``free_block``).
+
+    A module function rather than a method so that the compiled ``free`` calls it as a C function
+    (device.pxd); ``SimDevice._free_block`` is the mixins' entry to it."""
+    if self._trace is not None:
+        self._trace.append(("free_completed", b.ptr, b.requested, b.stream, next(self._clock)))
+    orig = b.size
+    req = b.requested
+    pool = b.pool
+    fr = pool.free
+    by_ptr = self._by_ptr
+    dn = db = 0
+    gone = 0  # the key of a merged neighbour (the larger one when both merge)
+    p = b.prev
+    if p is not None and not p.allocated and not p.event_count and not p.stream_uses and p.mapped:
+        gone = p.key
+        del by_ptr[b.ptr]
+        b.ptr = p.ptr
+        by_ptr[p.ptr] = b
+        pp = p.prev
+        b.prev = pp
+        if pp is not None:
+            pp.next = b
+        b.size += p.size
+        dn -= 1
+        db -= p.size
+    nx = b.next
+    if nx is not None and not nx.allocated and not nx.event_count and not nx.stream_uses and nx.mapped:
+        if gone:
+            if nx.key > gone:
+                key_remove(fr, gone)
+                gone = nx.key
+            else:
+                key_remove(fr, nx.key)
+        else:
+            gone = nx.key
+        del by_ptr[nx.ptr]
+        nn = nx.next
+        b.next = nn
+        if nn is not None:
+            nn.prev = b
+        b.size += nx.size
+        dn -= 1
+        db -= nx.size
+    seg = b.seg
+    k = (((b.stream << 64) | b.size) << 96) | seg.regbits | b.ptr
+    b.key = k
+    if gone:  # the merged block's key (larger: same stream, larger size) often takes the neighbour's slot
+        key_replace_up(fr, gone, k)
+    else:
+        key_add(fr, k)
+    b.gc_base = pool.gc_calls
+    if b.prev is not None or b.next is not None:
+        dn += 1
+        db += b.size
+    ps = pool.stats
+    if (dn or db) and not seg.expandable:
+        ps.on_inactive_split(dn, db)
+    # on_free_completed(orig, req)
+    ps.active_cur -= 1
+    ps.active_freed += 1
+    ps.active_bytes_cur -= orig
+    ps.active_bytes_freed += orig
+    ps.requested_bytes_cur -= req
+    ps.requested_bytes_freed += req
+
+
+@cython.locals(self=_DeviceCore, pool=BlockPool, b=Block, nx=Block)
+def _fit(self: SimDevice, pool: BlockPool, stream: int, size: int, b: Block, take: bool) -> Block | None:
+    """The best-fit candidate ``b`` under the expandable and oversize rules (§2.6, §3.6), or None.
+
+    A module function so that the compiled ``malloc`` calls it as a C function (device.pxd)."""
+    if b.seg.expandable:
+        nx = b.next
+        # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
+        if (nx is not None and not nx.mapped) or not self._expandable:
+            picked = self._pick_expandable(pool, stream, b)
+            if picked is None:
+                return None
+            b = picked
+    mss = self._mss
+    if size < mss:
+        if b.size >= mss:  # never hand an oversize block to a normal request
+            return None
+    elif b.size >= size + self._mnsr:  # oversize request: limited waste only
+        return None
+    if take:
+        key_remove(pool.free, b.key)
+    return b
 
 
 class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, WorkspaceMixin, _DeviceCore):
@@ -224,17 +319,17 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         fr = pool.free
         lo = ((stream << 64) | size) << 96
         maxes = fr._maxes
-        pos = bisect_left(maxes, lo)
+        pos = lower_bound(maxes, lo)
         block = None
         taken = 0
         if pos != len(maxes):
             sub = fr._lists[pos]
-            idx = bisect_left(sub, lo)
+            idx = lower_bound(sub, lo)
             k = sub[idx]
             if k >> 160 == stream:
                 b = self._by_ptr[k & PTR_MASK]
                 if b.seg.expandable:
-                    block = self._fit(pool, stream, size, b, True)
+                    block = _fit(self, pool, stream, size, b, True)
                 elif b.size < self._mss if size < self._mss else b.size < size + self._mnsr:
                     block = b
                     taken = k  # still in the free set at sub[idx]: a split's remainder may take its slot
@@ -372,28 +467,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         k = ceiling(pool.free, ((stream << 64) | size) << 96)
         if k is None or k >> 160 != stream:
             return None
-        return self._fit(pool, stream, size, self._by_ptr[k & PTR_MASK], take)
-
-    @cython.locals(self=_DeviceCore, pool=BlockPool, b=Block, nx=Block)
-    def _fit(self, pool: BlockPool, stream: int, size: int, b: Block, take: bool) -> Block | None:
-        """The best-fit candidate ``b`` under the expandable and oversize rules (§2.6, §3.6), or None."""
-        if b.seg.expandable:
-            nx = b.next
-            # only a block followed by unmapped space (or a disabled conf) can change the choice (§3.6)
-            if (nx is not None and not nx.mapped) or not self._expandable:
-                picked = self._pick_expandable(pool, stream, b)
-                if picked is None:
-                    return None
-                b = picked
-        mss = self._mss
-        if size < mss:
-            if b.size >= mss:  # never hand an oversize block to a normal request
-                return None
-        elif b.size >= size + self._mnsr:  # oversize request: limited waste only
-            return None
-        if take:
-            key_remove(pool.free, b.key)
-        return b
+        return _fit(self, pool, stream, size, self._by_ptr[k & PTR_MASK], take)
 
     @cython.locals(self=_DeviceCore, b=Block, ps=PoolStats)
     def free(self, address: int) -> None:
@@ -417,72 +491,11 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
         if b.stream_uses:
             self._insert_events(b)
         else:
-            self._free_block(b)
+            _return_block(self, b)
 
-    @cython.locals(self=_DeviceCore, b=Block, p=Block, pp=Block, nx=Block, nn=Block, pool=BlockPool, seg=Segment, ps=PoolStats)
     def _free_block(self, b: Block) -> None:
-        """Return a block to its free set, merging with free neighbours (``free_block``)."""
-        if self._trace is not None:
-            self._trace.append(("free_completed", b.ptr, b.requested, b.stream, next(self._clock)))
-        orig = b.size
-        req = b.requested
-        pool = b.pool
-        fr = pool.free
-        by_ptr = self._by_ptr
-        dn = db = 0
-        gone = 0  # the key of a merged neighbour (the larger one when both merge)
-        p = b.prev
-        if p is not None and not p.allocated and not p.event_count and not p.stream_uses and p.mapped:
-            gone = p.key
-            del by_ptr[b.ptr]
-            b.ptr = p.ptr
-            by_ptr[p.ptr] = b
-            pp = p.prev
-            b.prev = pp
-            if pp is not None:
-                pp.next = b
-            b.size += p.size
-            dn -= 1
-            db -= p.size
-        nx = b.next
-        if nx is not None and not nx.allocated and not nx.event_count and not nx.stream_uses and nx.mapped:
-            if gone:
-                if nx.key > gone:
-                    key_remove(fr, gone)
-                    gone = nx.key
-                else:
-                    key_remove(fr, nx.key)
-            else:
-                gone = nx.key
-            del by_ptr[nx.ptr]
-            nn = nx.next
-            b.next = nn
-            if nn is not None:
-                nn.prev = b
-            b.size += nx.size
-            dn -= 1
-            db -= nx.size
-        seg = b.seg
-        k = (((b.stream << 64) | b.size) << 96) | seg.regbits | b.ptr
-        b.key = k
-        if gone:  # the merged block's key (larger: same stream, larger size) often takes the neighbour's slot
-            key_replace_up(fr, gone, k)
-        else:
-            key_add(fr, k)
-        b.gc_base = pool.gc_calls
-        if b.prev is not None or b.next is not None:
-            dn += 1
-            db += b.size
-        ps = pool.stats
-        if (dn or db) and not seg.expandable:
-            ps.on_inactive_split(dn, db)
-        # on_free_completed(orig, req)
-        ps.active_cur -= 1
-        ps.active_freed += 1
-        ps.active_bytes_cur -= orig
-        ps.active_bytes_freed += orig
-        ps.requested_bytes_cur -= req
-        ps.requested_bytes_freed += req
+        """Return a block to its free set, merging with free neighbours (``free_block``; the mixins' entry)."""
+        _return_block(self, b)
 
     @cython.locals(self=_DeviceCore, b=Block)
     def _insert_free(self, b: Block) -> None:
