@@ -16,3 +16,4 @@ compiled = False
 def locals(**_types: Any) -> Callable[[F], F]:  # noqa: A001 - cython.locals' name
     return lambda fn: fn
 Py_ssize_t = int  # cython.Py_ssize_t
+longlong = int  # cython.longlong

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed
+    from toolkit import _cyshim as cython  # type: ignore[no-redef]
+
 POOL_METRICS = (
     "allocation",
     "segment",
@@ -128,6 +133,7 @@ class PoolStats:
             setattr(self, m + "_freed", 0)
 
     # -- hot paths: one call per allocator step (written out: this is where the time goes) ----------
+    @cython.locals(c=cython.longlong)
     def on_alloc(self, size: int, requested: int) -> None:
         """A block of ``size`` bytes is handed out for a request of ``requested`` bytes."""
         o = self.other
@@ -179,6 +185,7 @@ class PoolStats:
         self.requested_bytes_cur -= requested
         self.requested_bytes_freed += requested
 
+    @cython.locals(c=cython.longlong)
     def on_inactive_split(self, count: int, nbytes: int) -> None:
         """Net change of free pieces of split (non-expandable) segments."""
         if count > 0:

@@ -86,7 +86,8 @@ class _DeviceCore:
     __slots__ = ()
 
 
-@cython.locals(self=_DeviceCore, b=Block, p=Block, pp=Block, nx=Block, nn=Block, pool=BlockPool, seg=Segment, ps=PoolStats)
+@cython.locals(self=_DeviceCore, b=Block, p=Block, pp=Block, nx=Block, nn=Block, pool=BlockPool, seg=Segment, ps=PoolStats,
+               orig=cython.longlong, req=cython.longlong, dn=cython.longlong, db=cython.longlong)
 def _return_block(self: SimDevice, b: Block) -> None:
     """Return a block to its free set, merging with free neighbours (upstream's ``free_block``).
 
@@ -293,7 +294,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # best-fit lookup, the split, the stats updates and the free-set edits are inlined for the common
     # case; rare cases (expandable candidates, sublist splits/merges) call the general code.
     @cython.locals(self=_DeviceCore, pool=BlockPool, block=Block, b=Block, rem=Block, nxt=Block, seg=Segment, ps=PoolStats,
-                   o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
+                   o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list,
+                   c=cython.longlong, n=cython.longlong, bs=cython.longlong)
     def malloc(self, nbytes: int, stream: int = 0) -> int:
         """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
 
@@ -383,8 +385,9 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             rem.gc_base = pool.gc_calls
             if not seg.expandable:
                 if already_split:  # on_inactive_split(0, -size)
-                    ps.inactive_split_bytes_cur -= size
-                    ps.inactive_split_bytes_freed += size
+                    n = size
+                    ps.inactive_split_bytes_cur -= n
+                    ps.inactive_split_bytes_freed += n
                 else:  # on_inactive_split(1, remaining)
                     c = ps.inactive_split_cur + 1
                     ps.inactive_split_cur = c
@@ -392,7 +395,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                         ps.inactive_split_peak = c
                     if c + o.inactive_split_cur > pk.inactive_split:
                         pk.inactive_split = c + o.inactive_split_cur
-                    c = ps.inactive_split_bytes_cur + remaining
+                    n = remaining
+                    c = ps.inactive_split_bytes_cur + n
                     ps.inactive_split_bytes_cur = c
                     if c > ps.inactive_split_bytes_peak:
                         ps.inactive_split_bytes_peak = c
@@ -409,11 +413,14 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             if already_split and not seg.expandable:  # on_inactive_split(-1, -block.size)
                 ps.inactive_split_cur -= 1
                 ps.inactive_split_freed += 1
-                ps.inactive_split_bytes_cur -= remaining + size
-                ps.inactive_split_bytes_freed += remaining + size
+                n = block.size
+                ps.inactive_split_bytes_cur -= n
+                ps.inactive_split_bytes_freed += n
         block.allocated = True
         block.requested = nbytes
         bsize = block.size
+        bs = bsize  # the stats below add C integers (compiled twin; plain Python: the same int)
+        n = nbytes
         # on_alloc(bsize, nbytes)
         c = ps.allocation_cur + 1
         ps.allocation_cur = c
@@ -427,19 +434,19 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             ps.active_peak = c
         if c + o.active_cur > pk.active:
             pk.active = c + o.active_cur
-        c = ps.allocated_bytes_cur + bsize
+        c = ps.allocated_bytes_cur + bs
         ps.allocated_bytes_cur = c
         if c > ps.allocated_bytes_peak:
             ps.allocated_bytes_peak = c
         if c + o.allocated_bytes_cur > pk.allocated_bytes:
             pk.allocated_bytes = c + o.allocated_bytes_cur
-        c = ps.active_bytes_cur + bsize
+        c = ps.active_bytes_cur + bs
         ps.active_bytes_cur = c
         if c > ps.active_bytes_peak:
             ps.active_bytes_peak = c
         if c + o.active_bytes_cur > pk.active_bytes:
             pk.active_bytes = c + o.active_bytes_cur
-        c = ps.requested_bytes_cur + nbytes
+        c = ps.requested_bytes_cur + n
         ps.requested_bytes_cur = c
         if c > ps.requested_bytes_peak:
             ps.requested_bytes_peak = c
@@ -469,7 +476,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             return None
         return _fit(self, pool, stream, size, self._by_ptr[k & PTR_MASK], take)
 
-    @cython.locals(self=_DeviceCore, b=Block, ps=PoolStats)
+    @cython.locals(self=_DeviceCore, b=Block, ps=PoolStats, n=cython.longlong)
     def free(self, address: int) -> None:
         """Free the block at ``address``; with recorded extra streams it stays pending (§2.9)."""
         if address == 0:
@@ -479,11 +486,12 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             raise ValueError(f"invalid device pointer: {address:#x} (not an allocated block of this device)")
         b.allocated = False
         size = b.size
+        n = size
         ps = b.pool.stats  # on_free_requested(size)
         ps.allocation_cur -= 1
         ps.allocation_freed += 1
-        ps.allocated_bytes_cur -= size
-        ps.allocated_bytes_freed += size
+        ps.allocated_bytes_cur -= n
+        ps.allocated_bytes_freed += n
         if self._trace is not None:
             self._trace.append(("free_requested", address, b.requested, b.stream, next(self._clock)))
         if size >= self._mss:
