@@ -3,7 +3,7 @@
 ``setup.py`` compiles the hot modules (``toolkit/_compiled.py`` lists them); ``MEMLAB_PURE_PYTHON=1`` loads
 their .py instead. Each check runs the same streams in two subprocesses, one per mode, and requires identical
 digests: memory_stats, the segment layout and snapshot() of the hot-path streams (CUDA and NPU, default and
-expandable, with the Ascend driver layer), the replay rows of a synthetic trace and of real recordings
+expandable, with the Ascend driver layer), requests, streams and addresses beyond 64 bits, the replay rows of a synthetic trace and of real recordings
 (``$MEMLAB_TRACES``), and the opcode prescan of snapshot pickles (accepted counts and refusal messages).
 It also checks that a normal run really loads the compiled modules (so a build that silently fell back to
 pure Python fails here) and that a stale build is never used.
@@ -53,6 +53,24 @@ for platform, conf in (("cuda", ""), ("cuda", "expandable_segments:True"), ("npu
     except Exception as exc:  # an OOM on the small device is a result too
         err = repr(exc)
     out[f"hot {{platform}} {{conf}}"] = digest(err, state(dev), dev.driver_heaps() if platform == "npu" else None)
+# Extremes: the compiled twin keeps statistics as C long longs; requests, streams and addresses beyond them
+# must end exactly as in plain Python (an OOM or a ValueError), never as an OverflowError.
+extremes = []
+for platform in ("cuda", "npu"):
+    for conf in ("", "expandable_segments:True"):
+        for nbytes, stream in ((2 ** 60, 0), (2 ** 63, 0), (2 ** 70, 0), (-1, 0), (512, 2 ** 63), (512, 2 ** 64 + 1)):
+            dev = SimDevice(platform, conf, capacity_bytes=8 << 30, context_bytes=0)
+            try:
+                extremes.append(hex(dev.malloc(nbytes, stream)))
+            except Exception as exc:
+                extremes.append(f"{{type(exc).__name__}}: {{exc}}")
+            extremes.append(sorted(dev.memory_stats().items()))
+    dev = SimDevice(platform, "", capacity_bytes=8 << 30, context_bytes=0, segment_address=lambda size, stream: 2 ** 64)
+    try:
+        extremes.append(hex(dev.malloc(4 << 20)))
+    except Exception as exc:
+        extremes.append(f"{{type(exc).__name__}}: {{exc}}")
+out["extremes"] = digest(extremes)
 snap, _ = synthetic_snapshot({n_events}, 2)
 snap = normalize_snapshot(snap)
 events = [tuple(e) for e in trace_events(snap)]

@@ -172,3 +172,7 @@ def test_segment_address_callable_places_segments() -> None:
     assert dev.malloc(100) == 0x20_0000_0000
     with pytest.raises(ValueError, match="multiple of 512"):
         cuda(segment_address=lambda size, stream: 123).malloc(5 * MiB)
+    # the free-set keys hold 64-bit pointers: a segment past the end of the address space is refused
+    with pytest.raises(ValueError, match="beyond the 64-bit address space"):
+        cuda(segment_address=lambda size, stream: 2**64 - 10 * MiB).malloc(5 * MiB)  # a 20 MiB segment
+    assert cuda(segment_address=lambda size, stream: 2**64 - 20 * MiB).malloc(5 * MiB) == 2**64 - 20 * MiB

@@ -62,6 +62,7 @@ DEFAULT_CAPACITY_BYTES: dict[str, int] = {"cuda": 80 * GiB, "npu": 64 * GiB}
 # not a measurement: set it from mem_get_info() of a fresh process on your machine.
 DEFAULT_CONTEXT_BYTES: dict[str, int] = {"cuda": 512 * MiB, "npu": 1 * GiB}
 ONE_EIB = 1 << 60
+ADDRESS_SPACE_END = 1 << 64  # device pointers are 64-bit
 
 
 def _parse_conf(conf: Any, platform: str, torch_version: str | None) -> Any:
@@ -295,7 +296,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # case; rare cases (expandable candidates, sublist splits/merges) call the general code.
     @cython.locals(self=_DeviceCore, pool=BlockPool, block=Block, b=Block, rem=Block, nxt=Block, seg=Segment, ps=PoolStats,
                    o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list,
-                   c=cython.longlong, n=cython.longlong, bs=cython.longlong)
+                   c=cython.longlong, v=cython.longlong, bs=cython.longlong)
     def malloc(self, nbytes: int, stream: int = 0) -> int:
         """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
 
@@ -385,9 +386,9 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             rem.gc_base = pool.gc_calls
             if not seg.expandable:
                 if already_split:  # on_inactive_split(0, -size)
-                    n = size
-                    ps.inactive_split_bytes_cur -= n
-                    ps.inactive_split_bytes_freed += n
+                    v = size
+                    ps.inactive_split_bytes_cur -= v
+                    ps.inactive_split_bytes_freed += v
                 else:  # on_inactive_split(1, remaining)
                     c = ps.inactive_split_cur + 1
                     ps.inactive_split_cur = c
@@ -395,8 +396,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                         ps.inactive_split_peak = c
                     if c + o.inactive_split_cur > pk.inactive_split:
                         pk.inactive_split = c + o.inactive_split_cur
-                    n = remaining
-                    c = ps.inactive_split_bytes_cur + n
+                    v = remaining
+                    c = ps.inactive_split_bytes_cur + v
                     ps.inactive_split_bytes_cur = c
                     if c > ps.inactive_split_bytes_peak:
                         ps.inactive_split_bytes_peak = c
@@ -413,14 +414,14 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             if already_split and not seg.expandable:  # on_inactive_split(-1, -block.size)
                 ps.inactive_split_cur -= 1
                 ps.inactive_split_freed += 1
-                n = block.size
-                ps.inactive_split_bytes_cur -= n
-                ps.inactive_split_bytes_freed += n
+                v = block.size
+                ps.inactive_split_bytes_cur -= v
+                ps.inactive_split_bytes_freed += v
         block.allocated = True
         block.requested = nbytes
         bsize = block.size
         bs = bsize  # the stats below add C integers (compiled twin; plain Python: the same int)
-        n = nbytes
+        v = nbytes
         # on_alloc(bsize, nbytes)
         c = ps.allocation_cur + 1
         ps.allocation_cur = c
@@ -446,7 +447,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             ps.active_bytes_peak = c
         if c + o.active_bytes_cur > pk.active_bytes:
             pk.active_bytes = c + o.active_bytes_cur
-        c = ps.requested_bytes_cur + n
+        c = ps.requested_bytes_cur + v
         ps.requested_bytes_cur = c
         if c > ps.requested_bytes_peak:
             ps.requested_bytes_peak = c
@@ -476,7 +477,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             return None
         return _fit(self, pool, stream, size, self._by_ptr[k & PTR_MASK], take)
 
-    @cython.locals(self=_DeviceCore, b=Block, ps=PoolStats, n=cython.longlong)
+    @cython.locals(self=_DeviceCore, b=Block, ps=PoolStats, v=cython.longlong)
     def free(self, address: int) -> None:
         """Free the block at ``address``; with recorded extra streams it stays pending (§2.9)."""
         if address == 0:
@@ -486,12 +487,12 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
             raise ValueError(f"invalid device pointer: {address:#x} (not an allocated block of this device)")
         b.allocated = False
         size = b.size
-        n = size
+        v = size
         ps = b.pool.stats  # on_free_requested(size)
         ps.allocation_cur -= 1
         ps.allocation_freed += 1
-        ps.allocated_bytes_cur -= n
-        ps.allocated_bytes_freed += n
+        ps.allocated_bytes_cur -= v
+        ps.allocated_bytes_freed += v
         if self._trace is not None:
             self._trace.append(("free_requested", address, b.requested, b.stream, next(self._clock)))
         if size >= self._mss:
@@ -601,6 +602,9 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                 address = int(address)
                 if address <= 0 or address % MIN_BLOCK_BYTES:
                     raise ValueError(f"segment_address returned {address:#x}: must be a positive multiple of 512")
+                if address + size > ADDRESS_SPACE_END:  # the free-set keys hold a 64-bit pointer (_pools.py)
+                    raise ValueError(f"segment_address returned {address:#x}: a {size}-byte segment there ends "
+                                     "beyond the 64-bit address space")
                 self._addresses.avoid(address, size)
                 return address
         return self._addresses.take(size, align)
