@@ -1,16 +1,22 @@
-# Compiled twin (docs/performance.md): BlockPool becomes an extension type with the same attributes.
+# Compiled twin (docs/performance.md): KeySet and BlockPool become extension types with the same attributes.
 cimport cython
 from toolkit.sim._stats cimport PoolStats
 
+cdef class KeySet:
+    cdef public list _lists, _maxes
+    cdef public Py_ssize_t _len
+
 cdef class BlockPool:
-    cdef public object is_small, name, free, unmapped, gc_calls
+    cdef public object is_small, name, gc_calls
+    cdef public KeySet free, unmapped
     cdef public PoolStats stats
 
 # The free-set edits are called from device.malloc/free as C functions (no Python call); still callable from Python.
-cpdef ceiling(sl, value)
-cpdef key_add(ks, key)
-cpdef key_remove(ks, key)
-cpdef key_replace_up(ks, old, new)
+cpdef ceiling(KeySet ks, value)
+cpdef key_add(KeySet ks, key)
+cpdef key_remove(KeySet ks, key)
+cpdef key_delete_at(KeySet ks, Py_ssize_t pos, Py_ssize_t idx)
+cpdef key_replace_up(KeySet ks, old, new)
 
 
 # bisect_left / bisect_right / insort over one sorted list of keys, as C loops (plain Python: _pools.py imports

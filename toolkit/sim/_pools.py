@@ -7,7 +7,8 @@ Keys are single ints so that the sorted list compares machine-word-like integers
 
 from __future__ import annotations
 
-from sortedcontainers import SortedList
+from collections.abc import Iterable, Iterator
+from itertools import chain
 
 try:  # the compiled twin reads the @cython.locals below (docs/performance.md); plain Python ignores them
     import cython
@@ -40,91 +41,191 @@ def unmapped_key(stream: int, ptr: int) -> int:
     return (stream << PTR_BITS) | ptr
 
 
-@cython.locals(pos=cython.Py_ssize_t, maxes=list, sub=list)
-def ceiling(sl: SortedList, value: int) -> int | None:
-    """Smallest element >= value, or None (``std::set::lower_bound``).
+KEYSET_LOAD = 1000  # sortedcontainers' DEFAULT_LOAD_FACTOR: sublists hold 500..2000 keys
 
-    Uses SortedList's documented-in-source layout (``_maxes`` / ``_lists``, stable since 2.0) to avoid
-    building the positional index, which would make every later add/remove slower.
+
+class KeySet:
+    """A sorted set of int keys, in sublists of at most ``2 * KEYSET_LOAD`` with their maxima beside them.
+
+    The layout and the split / join rules are sortedcontainers' ``SortedList`` (sortedlist.py ``add``,
+    ``_expand``, ``_delete``, ``irange``), which the simulator used before; it is its own class because
+    the allocator's hot path edits the sublists in place (``SimDevice.malloc`` takes a block's slot for
+    its split remainder, ``key_replace_up`` a merged neighbour's), which SortedList only allowed through
+    its private attributes, and because the compiled twin types it (``_pools.pxd``: the lists are read at
+    a fixed offset, ``_len`` is a C integer). Only what the allocator needs: add, remove, membership,
+    iteration in order and ``irange``.
     """
-    maxes = sl._maxes
+
+    __slots__ = ("_lists", "_maxes", "_len")
+
+    def __init__(self, keys: Iterable[int] = ()) -> None:
+        self._lists: list[list[int]] = []
+        self._maxes: list[int] = []
+        self._len = 0
+        for k in keys:
+            key_add(self, k)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[int]:
+        return chain.from_iterable(self._lists)
+
+    @cython.locals(pos=cython.Py_ssize_t, sub=list)
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int):
+            return False
+        pos = lower_bound(self._maxes, key)
+        if pos == len(self._maxes):
+            return False
+        sub = self._lists[pos]
+        return sub[lower_bound(sub, key)] == key
+
+    def __repr__(self) -> str:
+        return f"KeySet({list(self)!r})"
+
+    def add(self, key: int) -> None:
+        key_add(self, key)
+
+    def remove(self, key: int) -> None:
+        key_remove(self, key)
+
+    @cython.locals(lo_pos=cython.Py_ssize_t, lo_idx=cython.Py_ssize_t, hi_pos=cython.Py_ssize_t,
+                   hi_idx=cython.Py_ssize_t, p=cython.Py_ssize_t, i=cython.Py_ssize_t, maxes=list, lists=list, sub=list)
+    def irange(self, minimum: int | None = None, maximum: int | None = None,
+               inclusive: tuple[bool, bool] = (True, True), reverse: bool = False) -> Iterator[int]:
+        """Keys between ``minimum`` and ``maximum`` in order (``SortedList.irange``: same bounds and flags).
+
+        A generator: the set must not change while it is iterated (the allocator never does that)."""
+        maxes = self._maxes
+        lists = self._lists
+        if not maxes:
+            return
+        if minimum is None:  # first (pos, idx) inside the range
+            lo_pos = lo_idx = 0
+        elif inclusive[0]:
+            lo_pos = lower_bound(maxes, minimum)
+            if lo_pos == len(maxes):
+                return
+            lo_idx = lower_bound(lists[lo_pos], minimum)
+        else:
+            lo_pos = upper_bound(maxes, minimum)
+            if lo_pos == len(maxes):
+                return
+            lo_idx = upper_bound(lists[lo_pos], minimum)
+        if maximum is None:  # first (pos, idx) past the range
+            hi_pos = len(maxes) - 1
+            hi_idx = len(lists[hi_pos])
+        else:
+            hi_pos = upper_bound(maxes, maximum) if inclusive[1] else lower_bound(maxes, maximum)
+            if hi_pos == len(maxes):
+                hi_pos -= 1
+                hi_idx = len(lists[hi_pos])
+            elif inclusive[1]:
+                hi_idx = upper_bound(lists[hi_pos], maximum)
+            else:
+                hi_idx = lower_bound(lists[hi_pos], maximum)
+        if lo_pos > hi_pos:
+            return
+        if reverse:
+            for p in range(hi_pos, lo_pos - 1, -1):
+                sub = lists[p]
+                for i in range((hi_idx if p == hi_pos else len(sub)) - 1, (lo_idx if p == lo_pos else 0) - 1, -1):
+                    yield sub[i]
+        else:
+            for p in range(lo_pos, hi_pos + 1):
+                sub = lists[p]
+                for i in range(lo_idx if p == lo_pos else 0, hi_idx if p == hi_pos else len(sub)):
+                    yield sub[i]
+
+
+@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, maxes=list, sub=list)
+def ceiling(ks: KeySet, value: int) -> int | None:
+    """Smallest key >= value, or None (``std::set::lower_bound``)."""
+    maxes = ks._maxes
     pos = lower_bound(maxes, value)
     if pos == len(maxes):
         return None
-    sub = sl._lists[pos]
+    sub = ks._lists[pos]
     return sub[lower_bound(sub, value)]
 
 
-class KeySet(SortedList):
-    """A ``SortedList`` of packed int keys whose layout the device's hot path edits in place.
-
-    ``SimDevice.malloc`` / ``free`` insert and delete keys straight in ``_lists`` / ``_maxes`` (and keep
-    ``_len``) when the touched sublist stays between half and twice the load factor, and call
-    ``add`` / ``remove`` otherwise (splits and merges). That is only sound while the positional index
-    (``_index``) is empty, so positional access is refused: the allocator never needs it (best fit is
-    a lower bound, the releases are ``irange`` walks).
-    """
-
-    def _build_index(self) -> None:
-        raise TypeError("KeySet has no positional index (the simulator's hot path edits its sublists in place)")
-
-
-# KeySet in-place edit bounds: SortedList splits a sublist longer than 2 x load and merges one shorter
-# than load / 2 (sortedcontainers sortedlist.py ``_expand`` / ``_delete``); inside them only
-# ``_lists``, ``_maxes`` and ``_len`` change.
-KEYSET_ADD_MAX = SortedList.DEFAULT_LOAD_FACTOR << 1  # insert in place while the sublist is shorter
-KEYSET_DEL_MIN = (SortedList.DEFAULT_LOAD_FACTOR >> 1) + 1  # delete in place while it is longer
-
-
-@cython.locals(pos=cython.Py_ssize_t, maxes=list, sub=list)
+@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, maxes=list, lists=list, sub=list, half=list)
 def key_add(ks: KeySet, key: int) -> None:
-    """``ks.add(key)`` without the method-call chain when no sublist splits (the allocator's hot path)."""
+    """Insert ``key`` (not present); a sublist longer than twice the load splits in two (``_expand``)."""
     maxes = ks._maxes
-    if maxes:
-        pos = upper_bound(maxes, key)
-        if pos == len(maxes):
-            sub = ks._lists[pos - 1]
-            if len(sub) < KEYSET_ADD_MAX:
-                sub.append(key)
-                maxes[pos - 1] = key
-                ks._len += 1
-                return
-        else:
-            sub = ks._lists[pos]
-            if len(sub) < KEYSET_ADD_MAX:
-                insort_right(sub, key)
-                ks._len += 1
-                return
-    else:  # the empty set: SortedList.add's own else branch
-        ks._lists.append([key])
+    lists = ks._lists
+    ks._len += 1
+    if not maxes:
+        lists.append([key])
         maxes.append(key)
-        ks._len += 1
         return
-    ks.add(key)
+    pos = upper_bound(maxes, key)
+    if pos == len(maxes):
+        pos -= 1
+        sub = lists[pos]
+        sub.append(key)
+        maxes[pos] = key
+    else:
+        sub = lists[pos]
+        insort_right(sub, key)
+    if len(sub) > KEYSET_LOAD << 1:
+        half = sub[KEYSET_LOAD:]
+        del sub[KEYSET_LOAD:]
+        maxes[pos] = sub[-1]
+        lists.insert(pos + 1, half)
+        maxes.insert(pos + 1, half[-1])
 
 
-@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
+@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
 def key_remove(ks: KeySet, key: int) -> None:
-    """``ks.remove(key)`` (key must be present) without the call chain when no sublists merge."""
+    """Delete ``key``; ValueError when it is not there (``SortedList.remove``)."""
     maxes = ks._maxes
     pos = lower_bound(maxes, key)
-    sub = ks._lists[pos]
-    if len(sub) > KEYSET_DEL_MIN or (len(maxes) == 1 and len(sub) > 1):
+    if pos < len(maxes):
+        sub = ks._lists[pos]
         idx = lower_bound(sub, key)
         if sub[idx] == key:
-            del sub[idx]
-            maxes[pos] = sub[-1]
-            ks._len -= 1
+            key_delete_at(ks, pos, idx)
             return
-    elif len(maxes) == 1 and len(sub) == 1 and sub[0] == key:  # the set empties: SortedList._delete's last branch
-        del ks._lists[0]
-        del maxes[0]
-        ks._len -= 1
-        return
-    ks.remove(key)
+    raise ValueError(f"{key} not in the key set")
 
 
-@cython.locals(pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, lists=list, sub=list)
+@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, prev=cython.Py_ssize_t, maxes=list,
+               lists=list, sub=list, joined=list, half=list)
+def key_delete_at(ks: KeySet, pos: int, idx: int) -> None:
+    """Delete the key at ``_lists[pos][idx]``; a sublist shorter than half the load joins its neighbour
+    (sortedcontainers' ``SortedList._delete``, whose sublist layout this keeps)."""
+    maxes = ks._maxes
+    lists = ks._lists
+    sub = lists[pos]
+    del sub[idx]
+    ks._len -= 1
+    if len(sub) > KEYSET_LOAD >> 1:
+        maxes[pos] = sub[-1]
+    elif len(lists) > 1:
+        if not pos:
+            pos += 1
+        prev = pos - 1
+        joined = lists[prev]
+        joined.extend(lists[pos])
+        maxes[prev] = joined[-1]
+        del lists[pos]
+        del maxes[pos]
+        if len(joined) > KEYSET_LOAD << 1:  # _expand(prev)
+            half = joined[KEYSET_LOAD:]
+            del joined[KEYSET_LOAD:]
+            maxes[prev] = joined[-1]
+            lists.insert(prev + 1, half)
+            maxes.insert(prev + 1, half[-1])
+    elif sub:
+        maxes[pos] = sub[-1]
+    else:
+        del lists[pos]
+        del maxes[pos]
+
+
+@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, lists=list, sub=list)
 def key_replace_up(ks: KeySet, old: int, new: int) -> None:
     """Remove ``old`` (present) and add ``new > old``: in place when ``new`` sorts into ``old``'s slot.
 
@@ -144,7 +245,7 @@ def key_replace_up(ks: KeySet, old: int, new: int) -> None:
         sub[idx] = new
         maxes[pos] = new
         return
-    key_remove(ks, old)
+    key_delete_at(ks, pos, idx)
     key_add(ks, new)
 
 
@@ -158,5 +259,5 @@ class BlockPool:
         self.stats = stats  # this pool's stat type (small_pool / large_pool)
         self.name = "small" if is_small else "large"
         self.free = KeySet()
-        self.unmapped = SortedList()
+        self.unmapped = KeySet()
         self.gc_calls = 0  # get_free_block calls while GC is active (block age = gc_calls - gc_base)

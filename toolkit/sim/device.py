@@ -2,7 +2,7 @@
 
 It speaks torch's vocabulary (``malloc``/``free``/``empty_cache``/``memory_stats``/``snapshot``) so
 code above it never branches on real vs simulated. The hot path (``malloc``/``free`` without
-recording) is written out by hand: ints for bytes, packed-int keys in sortedcontainers lists, no
+recording) is written out by hand: ints for bytes, packed-int keys in sorted sublists (``_pools.KeySet``), no
 per-event copies. Rarely used paths live in mixins: ``release`` (GC, empty_cache), ``expandable``,
 ``events`` (streams), ``seeding`` (state before a trace), ``workspace`` (NPU workspace allocator).
 
@@ -37,7 +37,7 @@ from toolkit.sim.constants import (
 from toolkit.sim._events import EventsMixin
 from toolkit.sim._expandable import ExpandableMixin
 from toolkit.sim.oom import OomReport, SimOutOfMemoryError, cuda_oom_message, npu_oom_message
-from toolkit.sim._pools import KEYSET_DEL_MIN, PTR_MASK, BlockPool, ceiling, key_add, key_remove, key_replace_up
+from toolkit.sim._pools import PTR_MASK, BlockPool, KeySet, ceiling, key_add, key_delete_at, key_remove, key_replace_up
 
 if not cython.compiled:  # compiled, device.pxd cimports the inline C loop of the same name from _pools.pxd
     from toolkit.sim._pools import lower_bound
@@ -295,8 +295,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
     # best-fit lookup, the split, the stats updates and the free-set edits are inlined for the common
     # case; rare cases (expandable candidates, sublist splits/merges) call the general code.
     @cython.locals(self=_DeviceCore, pool=BlockPool, block=Block, b=Block, rem=Block, nxt=Block, seg=Segment, ps=PoolStats,
-                   o=PoolStats, pk=AllPeaks, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list,
-                   c=cython.longlong, v=cython.longlong, bs=cython.longlong)
+                   o=PoolStats, pk=AllPeaks, fr=KeySet, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list,
+                   sub=list, c=cython.longlong, v=cython.longlong, bs=cython.longlong)
     def malloc(self, nbytes: int, stream: int = 0) -> int:
         """Allocate ``nbytes`` on ``stream``; returns the block address (0 for a 0-byte request).
 
@@ -381,7 +381,7 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                     maxes[pos] = k
             else:
                 if taken:
-                    key_remove(fr, taken)
+                    key_delete_at(fr, pos, idx)
                 key_add(fr, k)
             rem.gc_base = pool.gc_calls
             if not seg.expandable:
@@ -404,13 +404,8 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                     if c + o.inactive_split_bytes_cur > pk.inactive_split_bytes:
                         pk.inactive_split_bytes = c + o.inactive_split_bytes_cur
         else:
-            if taken:
-                if len(sub) > KEYSET_DEL_MIN or (len(maxes) == 1 and len(sub) > 1):  # delete in place (KeySet)
-                    del sub[idx]
-                    maxes[pos] = sub[-1]
-                    fr._len -= 1
-                else:
-                    key_remove(fr, taken)
+            if taken:  # still at fr._lists[pos][idx]: nothing changed the free set since the lookup
+                key_delete_at(fr, pos, idx)
             if already_split and not seg.expandable:  # on_inactive_split(-1, -block.size)
                 ps.inactive_split_cur -= 1
                 ps.inactive_split_freed += 1
