@@ -554,10 +554,17 @@ MAX_DIVERGENCES = 50  # divergences kept with their description (all are counted
 
 
 _ROW = struct.Struct("=5q")  # one timeline row, native byte order: the same bytes as array("q") holds
+
+if not cython.compiled:  # compiled, _replayer.pxd defines it as five C stores into the array (no bytes, no boxing)
+
+    def put_row(rows: array[int], i: int, a: int, r: int, s: int, g: int) -> None:
+        """Append one timeline row (event, allocated, reserved, inactive split, segments) to the flat rows."""
+        rows.frombytes(_ROW.pack(i, a, r, s, g))
 assert _ROW.size == 5 * array("q").itemsize
 
 
-@cython.locals(small=PoolStats, large=PoolStats, b=Block, i=cython.Py_ssize_t, n=cython.Py_ssize_t)
+@cython.locals(small=PoolStats, large=PoolStats, b=Block, i=cython.Py_ssize_t, n=cython.Py_ssize_t, addr_map=dict,
+               by_ptr=dict, pending=dict, ra=cython.longlong, rr=cython.longlong, rs=cython.longlong, rg=cython.longlong)
 def replay_events(
     dev: SimDevice,
     events: list[Any],
@@ -755,13 +762,11 @@ def replay_events(
         except (ValueError, KeyError, AssertionError) as exc:  # the simulator refused the request
             error = ReplayDivergenceError(i, f"{action} of {size} B at {addr:#x}: {exc}")
             break
-        put(pack(
-            i,
-            small.allocated_bytes_cur + large.allocated_bytes_cur,
-            small.reserved_bytes_cur + large.reserved_bytes_cur,
-            small.inactive_split_bytes_cur + large.inactive_split_bytes_cur,
-            small.segment_cur + large.segment_cur,
-        ))
+        ra = small.allocated_bytes_cur + large.allocated_bytes_cur
+        rr = small.reserved_bytes_cur + large.reserved_bytes_cur
+        rs = small.inactive_split_bytes_cur + large.inactive_split_bytes_cur
+        rg = small.segment_cur + large.segment_cur
+        put_row(rows, i, ra, rr, rs, rg)
         i += 1
     if deferred and error is None and oom_event is None:  # segment entries at the very end: nothing made them
         settle(_totals(small, large), [])
