@@ -164,7 +164,7 @@ def large_replay(n_events: int, seed: int, cache: Path) -> tuple[int, float, int
         data = pickle.load(f)
     snap, events = data["snap"], data["events"]
     best = float("inf")
-    for _ in range(2):
+    for _ in range(3):  # best of 3: one slow round on a shared machine is common
         dev = seeded_device(snap, "cuda", "")
         t0 = time.process_time()
         res = replay_events(dev, events)

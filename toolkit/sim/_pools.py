@@ -150,7 +150,17 @@ def ceiling(ks: KeySet, value: int) -> int | None:
     return sub[lower_bound(sub, value)]
 
 
-@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, maxes=list, lists=list, sub=list, half=list)
+def _split(lists: list[list[int]], maxes: list[int], pos: int) -> None:
+    """Split the over-long sublist ``lists[pos]`` in two of ``KEYSET_LOAD`` and the rest (``SortedList._expand``)."""
+    sub = lists[pos]
+    half = sub[KEYSET_LOAD:]
+    del sub[KEYSET_LOAD:]
+    maxes[pos] = sub[-1]
+    lists.insert(pos + 1, half)
+    maxes.insert(pos + 1, half[-1])
+
+
+@cython.locals(ks=KeySet, pos=cython.Py_ssize_t, maxes=list, lists=list, sub=list)
 def key_add(ks: KeySet, key: int) -> None:
     """Insert ``key`` (not present); a sublist longer than twice the load splits in two (``_expand``)."""
     maxes = ks._maxes
@@ -170,11 +180,7 @@ def key_add(ks: KeySet, key: int) -> None:
         sub = lists[pos]
         insort_right(sub, key)
     if len(sub) > KEYSET_LOAD << 1:
-        half = sub[KEYSET_LOAD:]
-        del sub[KEYSET_LOAD:]
-        maxes[pos] = sub[-1]
-        lists.insert(pos + 1, half)
-        maxes.insert(pos + 1, half[-1])
+        _split(lists, maxes, pos)
 
 
 @cython.locals(ks=KeySet, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, maxes=list, sub=list)
@@ -192,7 +198,7 @@ def key_remove(ks: KeySet, key: int) -> None:
 
 
 @cython.locals(ks=KeySet, pos=cython.Py_ssize_t, idx=cython.Py_ssize_t, prev=cython.Py_ssize_t, maxes=list,
-               lists=list, sub=list, joined=list, half=list)
+               lists=list, sub=list, joined=list)
 def key_delete_at(ks: KeySet, pos: int, idx: int) -> None:
     """Delete the key at ``_lists[pos][idx]``; a sublist shorter than half the load joins its neighbour
     (sortedcontainers' ``SortedList._delete``, whose sublist layout this keeps)."""
@@ -212,12 +218,8 @@ def key_delete_at(ks: KeySet, pos: int, idx: int) -> None:
         maxes[prev] = joined[-1]
         del lists[pos]
         del maxes[pos]
-        if len(joined) > KEYSET_LOAD << 1:  # _expand(prev)
-            half = joined[KEYSET_LOAD:]
-            del joined[KEYSET_LOAD:]
-            maxes[prev] = joined[-1]
-            lists.insert(prev + 1, half)
-            maxes.insert(prev + 1, half[-1])
+        if len(joined) > KEYSET_LOAD << 1:
+            _split(lists, maxes, prev)
     elif sub:
         maxes[pos] = sub[-1]
     else:
