@@ -5,7 +5,8 @@ Measures:
      and serialising it to JSON (what a notebook sends to the browser); also ``plot_run`` of one such run;
   2. the live figure during a simulated run (the seed engine: Qwen3-VL-8B, TP 2, 64 GiB NPUs, photos of
      mixed sizes): per-request engine time without any view, with the live figure, and with the live
-     figure plus per-request allocator snapshots; redraws per second and their cost. Run twice: in this
+     figure plus per-request allocator snapshots; redraws per second and their cost; the live figure judged
+     on its cost while the run goes (<= 10 %) and on its one final draw (<= 250 ms). Run twice: in this
      process (FigureWidget without a front end: state is serialised but goes nowhere) and inside a real
      IPython kernel (``jupyter_client``), where every redraw is serialised and sent over ZMQ;
   3. the live figure fed 10,000 synthetic samples as fast as possible: the redraw throttle's bound on
@@ -103,14 +104,15 @@ def live_measurements(photos_dir: str, n: int, repeats: int = 3) -> dict[str, di
             in_views[0] += time.perf_counter() - t
 
         run = eng.run_images(photos, max_tokens=1024, progress=False, on_result=on_result, snapshots=False)
+        final = 0.0
         if fig is not None:
             t = time.perf_counter()
             fig.finish(run)
-            in_views[0] += time.perf_counter() - t
+            final = time.perf_counter() - t
         wall = time.perf_counter() - t0
         return {"wall_s": wall, "requests": len(run.samples) // 2, "redraws": fig.flushes if fig else 0,
                 "redraw_s": fig.flush_seconds if fig else 0.0, "snapshot_s": rec.seconds if rec else 0.0,
-                "views_s": in_views[0]}
+                "views_s": in_views[0] + final, "during_s": in_views[0], "final_s": final}
 
     measure(False, False)  # warm-up: imports, photo decoding caches
     results: dict[str, list[dict[str, float]]] = {"bare": [], "live": [], "live_snap": []}
@@ -136,9 +138,16 @@ def _report_live(where: str, res: dict[str, dict[str, float]]) -> None:
                 line += f"; snapshots {r['snapshot_s'] / r['requests'] * 1e3:.2f} ms/request"
         print(line)
     live = res["live"]
-    # README: the live figure costs "~6 % of a simulated request"; more than 10 % and the claim is wrong
-    check(f"live figure's share of the run ({where.split(' (')[0]})", live["views_s"] / live["wall_s"] * 100,
+    # What the live figure costs the engine while it runs (callbacks and throttled redraws): more than 10 % of
+    # the run and the README's claim is wrong. The final figure (finish(): the whole interactive plot_run, the
+    # same a plain plot_run after the run would cost) is a one-off, judged on its own: as a share it grew only
+    # because the simulated run got 2-4x faster (issue 14: 60-90 ms of a 0.5 s run).
+    where_short = where.split(" (")[0]
+    print(f"     final figure (finish) {live['final_s'] * 1e3:.0f} ms once = "
+          f"{live['final_s'] / live['wall_s'] * 100:.1f} % of this {live['wall_s']:.2f} s run")
+    check(f"live figure's share of the run, during it ({where_short})", live["during_s"] / live["wall_s"] * 100,
           10.0, "%", higher_is_better=False)
+    check(f"live figure's final draw ({where_short})", live["final_s"] * 1e3, 250.0, "ms", higher_is_better=False)
 
 
 def bench_live(n: int, in_kernel: bool, repeats: int = 3) -> None:

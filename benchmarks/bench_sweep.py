@@ -1,9 +1,9 @@
 """Parallel sweeps as a ratio to the serial sweep measured in the same run (wall clock; simulated).
 
-    .venv/bin/python benchmarks/bench_sweep.py [--quick] [--workers 2] [--photos 40]
+    .venv/bin/python benchmarks/bench_sweep.py [--quick] [--workers 2] [--photos 160]
 
 Rows:
-  replay sweep     every recording in shared/data/traces x 3 confs (sweep_replays): SerialExecutor, then a
+  replay sweep     every recording in shared/data/traces x 6 confs (sweep_replays): SerialExecutor, then a
                    ProcessPoolExecutor with --workers processes; results must be equal
   seed scenario    seed_scenario(--photos, the 4 seed confs): serial (executor=None), then one conf per
                    task on the process pool; runs must be equal (request timings aside)
@@ -27,7 +27,10 @@ from toolkit.engines.scenarios import SEED_CONFS, seed_scenario
 from toolkit.replay.sweep import SerialExecutor, sweep_replays
 
 TRACES = Path(os.environ.get("MEMLAB_TRACES", Path(__file__).resolve().parents[2] / "shared/data/traces"))
-CONFS = (None, "expandable_segments:True", "max_split_size_mb:64")
+# Six confs: since the compiled twin a replay takes a tenth of a second, and three confs left the sweep shorter than
+# the process pool's start-up (1.2x at best on 2 cores).
+CONFS = (None, "expandable_segments:True", "max_split_size_mb:64", "max_split_size_mb:256",
+         "garbage_collection_threshold:0.6", "roundup_power2_divisions:4")
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -40,7 +43,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two recordings x two confs, 6 photos (a smoke run)")
     ap.add_argument("--workers", type=int, default=2, help="processes of the parallel run")
-    ap.add_argument("--photos", type=int, default=40)
+    ap.add_argument("--photos", type=int, default=160)
     args = ap.parse_args()
     paths = sorted(TRACES.glob("*.pickle"))
     confs = CONFS
