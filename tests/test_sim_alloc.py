@@ -176,3 +176,6 @@ def test_segment_address_callable_places_segments() -> None:
     with pytest.raises(ValueError, match="beyond the 64-bit address space"):
         cuda(segment_address=lambda size, stream: 2**64 - 10 * MiB).malloc(5 * MiB)  # a 20 MiB segment
     assert cuda(segment_address=lambda size, stream: 2**64 - 20 * MiB).malloc(5 * MiB) == 2**64 - 20 * MiB
+    # ... and so is a seeded one (every segment goes through the same check)
+    with pytest.raises(ValueError, match="beyond the 64-bit address space"):
+        cuda().add_segment(2**64 - 4096, 2 * MiB, "large", 0)

@@ -194,8 +194,8 @@ def test_live_figure_and_inspector_in_jupyterlab(jupyterlab: dict[str, object]) 
         again = _drive_lab(jupyterlab)
         t1: Any = seen["timing"]
         t2: Any = again["timing"]
-        best = {k: min(v, t2[k]) if isinstance(v, int | float) and isinstance(t2.get(k), int | float) else v
-                for k, v in t1.items()}
+        best = {k: min(v, t2[k]) if k.endswith("Ms") and isinstance(v, int | float)
+                and isinstance(t2.get(k), int | float) else t2.get(k, v) for k, v in t1.items()}
         seen = dict(again, timing=best)
     timing, fws = seen["timing"], seen["figureWidgets"]
     print(f"timing (ms from the cell's start): {timing}; FigureWidgets: {fws}")

@@ -18,7 +18,5 @@ cdef class PoolStats:
     cdef public AllPeaks peaks
     # called by the device as C methods (no attribute lookup, no Python call)
     cpdef on_alloc(self, long long size, long long requested)
-    cpdef on_free_requested(self, long long size)
-    cpdef on_free_completed(self, long long size, long long requested)
     cpdef on_inactive_split(self, long long count, long long nbytes)
     cpdef on_reserved(self, nbytes, segments)

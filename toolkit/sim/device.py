@@ -597,14 +597,13 @@ class SimDevice(ReleaseMixin, ExpandableMixin, EventsMixin, SeedingMixin, Worksp
                 address = int(address)
                 if address <= 0 or address % MIN_BLOCK_BYTES:
                     raise ValueError(f"segment_address returned {address:#x}: must be a positive multiple of 512")
-                if address + size > ADDRESS_SPACE_END:  # the free-set keys hold a 64-bit pointer (_pools.py)
-                    raise ValueError(f"segment_address returned {address:#x}: a {size}-byte segment there ends "
-                                     "beyond the 64-bit address space")
                 self._addresses.avoid(address, size)
                 return address
         return self._addresses.take(size, align)
 
     def _new_segment(self, address: int, size: int, stream: int, pool: BlockPool, page_bytes: int = 0) -> Segment:
+        if address + size > ADDRESS_SPACE_END:  # every segment comes here; the free-set keys hold a 64-bit pointer
+            raise ValueError(f"segment {address:#x}+{size} ends beyond the 64-bit address space")
         seg = Segment(address, size, stream, pool, next(self._reg), page_bytes > 0, page_bytes)
         if self._regbits:
             seg.regbits = (seg.reg & 0xFFFF_FFFF) << 64
